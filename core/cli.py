@@ -1,0 +1,69 @@
+"""Headless commands: `lienzo inspect …`, `lienzo text …`, `lienzo image …`.
+
+Each feature owns a module with `add_arguments(parser)` and `main(args) -> int`; it is listed in
+SUBCOMMANDS and imported only when its command runs or help is asked for, so `lienzo` stays fast.
+Machine-readable results go to stdout, progress and messages to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from core.errors import AppError
+
+# name -> (module, one-line help). Modules must not import torch at import time.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("core.inspect.cli", "train and run the visual/tabular QA inspector"),
+    "text": ("core.text.cli", "generate, summarise, translate, classify and search text"),
+    "image": ("core.image.cli", "generate images with local diffusion models"),
+}
+
+
+def available_subcommands() -> dict[str, tuple[str, str]]:
+    """Subcommands whose module exists in this build."""
+    found = {}
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its package is not part of this build
+            present = False
+        if present:
+            found[name] = (module, help_text)
+    return found
+
+
+def add_subcommands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in available_subcommands().items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_module=module)
+
+
+def run_subcommand(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand; an AppError becomes a two-line message on stderr and exit code 2."""
+    try:
+        return int(args._module.main(args) or 0)
+    except AppError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+
+
+def progress_printer(prefix: str = ""):
+    """A JobRunner listener that prints progress lines on stderr (for headless commands)."""
+
+    def listener(event):
+        if event.type == "progress":
+            total = f"/{event.total}" if event.total else ""
+            print(f"{prefix}[{event.step}{total}] {event.message}", file=sys.stderr, flush=True)
+
+    return listener

@@ -1,0 +1,1 @@
+"""Local model registry and safe loading (shared by text, image and inspection)."""

@@ -1,0 +1,36 @@
+"""Where Lienzo keeps its files on this machine (platformdirs), overridable for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "Lienzo"
+
+
+def data_dir() -> Path:
+    """User data folder: demo project, models folder. LIENZO_DATA_DIR overrides (tests, portable use)."""
+    override = os.environ.get("LIENZO_DATA_DIR")
+    path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_dir() -> Path:
+    override = os.environ.get("LIENZO_CONFIG_DIR")
+    path = Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    """Default folder where the user puts local models (one sub-folder per model)."""
+    path = data_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def demo_project_path() -> Path:
+    return data_dir() / "Demo.lienzo"

@@ -1,0 +1,30 @@
+"""Shared test set-up: headless Qt, no network, a private data folder, the shared real data."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# shared/ lies beside the checkout (and beside CI's clone).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _private_user_folders(tmp_path_factory, monkeypatch):
+    """Keep settings, demo project and models of tests out of the real user folders."""
+    base = tmp_path_factory.mktemp("userdirs")
+    monkeypatch.setenv("LIENZO_DATA_DIR", str(base / "data"))
+    monkeypatch.setenv("LIENZO_CONFIG_DIR", str(base / "config"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real data sets; tests using it skip with a clear message where it is absent."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (see shared/data/README.md)")
+    return SHARED_DATA
