@@ -45,13 +45,13 @@ def choose_device(prefer: str | None = None):
     """
     import torch
 
-    prefer = prefer or os.environ.get("LIENZO_DEVICE") or None
-    if prefer == "cpu" or not torch.cuda.is_available():
-        if prefer and prefer.startswith("cuda"):
-            raise AppError("No CUDA GPU is available.", "Use the CPU, or check the NVIDIA driver and the torch build.")
+    from core import device as core_device
+
+    # core.device picks the device (and sets CPU threads to the physical cores); we pick the precision.
+    device = core_device.choose_device(prefer or os.environ.get("LIENZO_DEVICE") or "auto")
+    if device.type != "cuda":
         return "cpu", torch.float32
-    device = prefer if prefer and prefer.startswith("cuda") else "cuda"
-    return device, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return str(device), (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
 def default_budget(device: str) -> int:
