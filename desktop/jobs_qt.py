@@ -236,4 +236,5 @@ class JobPanel(QWidget):
     def _update_empty(self) -> None:
         has_jobs = bool(self._handles)
         self.empty_label.setVisible(not has_jobs)
+        self.tree.setVisible(has_jobs)
         self.clear_button.setVisible(any(h.status in FINAL_STATES for h in self._handles.values()))

@@ -1,0 +1,160 @@
+"""Starting the GUI: QApplication, style, error hooks, the main window, `--screenshot`.
+
+The window is shown before the project is opened and long before any of torch, transformers or
+diffusers could be imported: those load later, inside jobs, when a feature needs a model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtWidgets import QApplication
+
+from core.errors import AppError
+from desktop import ui
+
+DEFAULT_SIZE = (1280, 800)
+# Set by bench/startup.py: print "lienzo-paint <stage> <time.time()>" on the first paints.
+PROBE_ENV = "LIENZO_STARTUP_PROBE"
+
+
+def parse_size(size: str | None) -> tuple[int, int]:
+    if not size:
+        return DEFAULT_SIZE
+    try:
+        width, height = (int(v) for v in str(size).lower().split("x"))
+    except ValueError:
+        raise AppError(f"Window size “{size}” is not WIDTHxHEIGHT.", "Use for example --size 1280x800.")
+    if not (320 <= width <= 8192 and 240 <= height <= 8192):
+        raise AppError(f"Window size {width}x{height} is out of range.",
+                       "Use a width of 320–8192 and a height of 240–8192 pixels.")
+    return width, height
+
+
+class _FirstPaint(QObject):
+    """Calls back once, after the first paint event of any widget inside `window`."""
+
+    def __init__(self, window, callback):
+        super().__init__(window)
+        self.window, self.callback, self.done = window, callback, False
+
+    def eventFilter(self, obj, event):
+        if (not self.done and event.type() == QEvent.Paint and hasattr(obj, "window")
+                and obj.window() is self.window):
+            self.done = True
+            QApplication.instance().removeEventFilter(self)
+            QTimer.singleShot(0, self.callback)  # after this paint has finished
+        return False
+
+
+def when_painted(window, callback) -> None:
+    QApplication.instance().installEventFilter(_FirstPaint(window, callback))
+
+
+def install_excepthook(window, interactive: bool = True) -> None:
+    """Unexpected errors show a dialog and the app goes on; non-interactive runs exit 1."""
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            QApplication.quit()
+            return
+        if not issubclass(exc_type, AppError):
+            traceback.print_exception(exc_type, exc, tb)
+        if not interactive:
+            print(f"error: {exc}", file=sys.stderr)
+            QApplication.exit(1)
+            return
+        try:
+            ui.error_box(window, exc, "Lienzo")
+        except Exception:  # never let the hook itself kill the app
+            traceback.print_exc()
+
+    def thread_hook(args):  # threads outside the job runner: log, do not die silently
+        traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+
+def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
+    """Open the main window on `project` (default: the demo project, made on first run)."""
+    from desktop.main_window import MainWindow
+
+    probe = os.environ.get(PROBE_ENV)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Lienzo")
+    app.setApplicationDisplayName("Lienzo")
+    app.setStyle("Fusion")
+    app.setStyleSheet(ui.stylesheet())
+    app.setWindowIcon(ui.icon("lienzo"))
+    try:
+        width, height = parse_size(size)
+    except AppError as exc:
+        print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
+        return 2
+
+    window = MainWindow()
+    if view and view not in window.views:
+        print(f"error: the view “{view}” is not available in this version of Lienzo.\n"
+              f"hint: available views: {', '.join(sorted(window.views))}.", file=sys.stderr)
+        window.deleteLater()
+        return 2
+    install_excepthook(window, interactive=screenshot is None)
+    if screenshot:
+        window.resize(width, height)
+    else:
+        window.restore_window_state()
+        if size:
+            window.resize(width, height)
+    status = {"rc": 0}
+
+    def load_project():
+        if project:
+            opened = window.open_project(project)
+        else:
+            from core.demo import ensure_demo_project
+
+            try:
+                opened = window.open_project(ensure_demo_project())
+            except AppError as exc:
+                ui.error_box(window, exc)
+                opened = False
+        if not opened and screenshot:
+            status["rc"] = 2
+            print(f"error: could not open {project or 'the demo project'}", file=sys.stderr)
+        if view and window.project is not None:
+            window.show_view(view)
+        if probe:
+            when_painted(window, lambda: print(f"lienzo-paint project {time.time():.6f}", flush=True))
+        if screenshot:
+            # Let the layout settle and the new content paint, then grab.
+            when_painted(window, lambda: QTimer.singleShot(150, take_screenshot))
+            window.update()
+
+    def take_screenshot():
+        app.processEvents()
+        if not window.grab().save(str(screenshot)):
+            print(f"error: could not write the screenshot to {screenshot}", file=sys.stderr)
+            status["rc"] = 2
+        else:
+            print(f"screenshot saved: {screenshot}", file=sys.stderr)
+        window.close()
+        app.exit(status["rc"])
+
+    def first_paint():
+        if probe:
+            print(f"lienzo-paint window {time.time():.6f}", flush=True)
+        load_project()
+
+    # Show first, then open the project: the user sees the window at once.
+    when_painted(window, first_paint)
+    window.show()
+    rc = app.exec()
+    if window.isVisible():
+        window.close()
+    return rc or status["rc"]
