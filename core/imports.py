@@ -8,6 +8,7 @@ the reason shown to the user ("empty file (0 bytes)", "corrupt or truncated imag
 from __future__ import annotations
 
 import io
+import re
 import struct
 import unicodedata
 import warnings
@@ -80,6 +81,9 @@ def probe_image(data: bytes) -> ImageInfo:
 
 
 def _too_large(detail: str) -> ImportRejected:
+    found = re.search(r"\((\d+) pixels\)", detail)  # Pillow's own message, reworded
+    if found:
+        detail = f"{int(found.group(1)):,} pixels"
     return ImportRejected(f"image too large ({detail}); the limit is {MAX_PIXELS:,} pixels",
                           "Scale the image down or split it into tiles before importing.")
 
@@ -201,6 +205,12 @@ def decode_text(data: bytes) -> tuple[str, str]:
         best = from_bytes(data).best()
         if best is None:
             raise _binary()
+        # On short texts charset-normalizer often ranks cp1250/cp775/mac_* above cp1252 for plain
+        # Western text that all of them decode "without chaos". Windows-1252 (a superset of
+        # Latin-1's printable range) is by far the likeliest, so it wins unless clearly worse.
+        western = from_bytes(data, cp_isolation=["cp1252"]).best()
+        if western is not None and western.chaos <= best.chaos + 0.1:
+            best = western
         text, encoding = str(best), best.encoding
     if _looks_binary(text):
         raise _binary()
