@@ -1,0 +1,1 @@
+"""Writers' templates (Markdown with a YAML header), read by core.text.templates."""
