@@ -127,7 +127,8 @@ def create_demo_project(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+    side_files = [Path(f"{partial}{suffix}") for suffix in ("-wal", "-shm", ".lock")]
+    for leftover in (partial, *side_files):
         leftover.unlink(missing_ok=True)
     with Project.create(partial) as project:
         # Newest first in the browser: the welcome document is created last so it opens first.
@@ -137,6 +138,8 @@ def create_demo_project(path: str | os.PathLike) -> Path:
             project.add_image(_png(make()), name, origin="imported",
                               params={"demo": recipe, "made_by": "core.demo"})
     os.replace(partial, path)
+    for leftover in side_files:  # the store's lock file stays behind after close
+        leftover.unlink(missing_ok=True)
     return path
 
 

@@ -129,6 +129,8 @@ class MainWindow(QMainWindow):
                                     QKeySequence.New, "new")
         self.open_action = self._add(self.file_menu, "&Open project…", self.open_project_dialog,
                                      QKeySequence.Open, "open")
+        self.open_read_only_action = self._add(
+            self.file_menu, "Open read-&only…", lambda: self.open_project_dialog(read_only=True))
         self.recent_menu = self.file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self._fill_recent_menu()
@@ -169,14 +171,14 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction("(none yet)").setEnabled(False)
 
     # -- projects -----------------------------------------------------------------------------
-    def open_project(self, path: str | Path, create: bool = False) -> bool:
+    def open_project(self, path: str | Path, create: bool = False, read_only: bool = False) -> bool:
         """Open (or create) a project. On failure the message and hint are shown; the window
         stays as it was, with the previous project still open."""
         from core.project import Project  # sqlite-utils loads here, after the window exists
 
         path = Path(path)
         try:
-            project = Project.create(path) if create else Project.open(path)
+            project = Project.create(path) if create else Project.open(path, read_only=read_only)
         except AppError as exc:
             ui.error_box(self, exc, "Could not open the project" if not create
                          else "Could not create the project")
@@ -202,10 +204,11 @@ class MainWindow(QMainWindow):
         self.project_opened.emit(project)
         return True
 
-    def open_project_dialog(self) -> bool:
+    def open_project_dialog(self, read_only: bool = False) -> bool:
         start = str(self.project_path.parent) if self.project_path else str(Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", start, PROJECT_FILTER)
-        return self.open_project(path) if path else False
+        title = "Open project read-only" if read_only else "Open project"
+        path, _ = QFileDialog.getOpenFileName(self, title, start, PROJECT_FILTER)
+        return self.open_project(path, read_only=read_only) if path else False
 
     def open_demo_project(self) -> bool:
         from core.demo import ensure_demo_project
@@ -276,9 +279,12 @@ class MainWindow(QMainWindow):
     def _update_project_state(self) -> None:
         has = self.project is not None
         self.central.setCurrentWidget(self.workspace if has else self.no_project)
-        for action in (self.import_action, self.export_action, self.close_project_action,
-                       self.new_document_action, self.editor_view_action, self.canvas_view_action):
+        for action in (self.export_action, self.close_project_action,
+                       self.editor_view_action, self.canvas_view_action):
             action.setEnabled(has)
+        writable = has and not self.project.read_only
+        self.import_action.setEnabled(writable)
+        self.new_document_action.setEnabled(writable)
         self.browser.setEnabled(has)
         if has:
             read_only = " (read-only)" if getattr(self.project, "read_only", False) else ""
@@ -418,6 +424,10 @@ class MainWindow(QMainWindow):
     # -- imports (as a job, so big imports never freeze the window) ---------------------------
     def import_files(self, paths: list[str] | None = None):
         if self.project is None or self.jobs is None:
+            return None
+        if self.project.read_only:
+            ui.error_box(self, AppError("This project is open read-only, so nothing can be imported.",
+                                        "Open it normally (File ▸ Open project…) to import files."))
             return None
         if not paths:
             paths, _ = QFileDialog.getOpenFileNames(

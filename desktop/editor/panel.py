@@ -53,9 +53,9 @@ class EditorPanel(QWidget):
         font = QFont(self.text_edit.font())
         font.setPointSize(11)
         self.text_edit.setFont(font)
+        self.text_edit.document().setDocumentMargin(16)  # before the text: it leaves an undo step
         self.text_edit.setPlainText(self._saved_text)
         self.text_edit.document().clearUndoRedoStacks()
-        self.text_edit.document().setDocumentMargin(16)
         self.preview = QTextBrowser()
         self.preview.setObjectName("MarkdownPreview")
         self.preview.setOpenExternalLinks(False)

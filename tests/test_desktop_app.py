@@ -1,0 +1,95 @@
+"""Starting the GUI: screenshot mode, lazy ML imports, views, errors that do not kill the app."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QMessageBox
+
+from core.errors import AppError
+from desktop.app import install_excepthook, parse_size
+from desktop.main_window import MainWindow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args, **kwargs):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+def test_screenshot_of_demo_before_any_ml_import(tmp_path):
+    shot = tmp_path / "canvas.png"
+    code = ("import sys; from desktop.app import run_gui; "
+            f"rc = run_gui(screenshot={str(shot)!r}, view='canvas'); "
+            "print('HEAVY', [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]); "
+            "sys.exit(rc)")
+    result = run(["-c", code])
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    image = QImage(str(shot))
+    assert (image.width(), image.height()) == (1280, 800)
+    # the demo project was made on first run in the (private) user data folder
+    assert (Path(os.environ["LIENZO_DATA_DIR"]) / "Demo.lienzo").exists()
+
+
+def test_lienzo_command_screenshot_with_project_view_and_size(tmp_path):
+    from core.demo import create_demo_project
+
+    project = create_demo_project(tmp_path / "mine.lienzo")
+    shot = tmp_path / "editor.png"
+    result = run(["-m", "desktop", "--screenshot", str(shot), "--project", str(project),
+                  "--view", "editor", "--size", "1024x700"])
+    assert result.returncode == 0, result.stderr
+    image = QImage(str(shot))
+    assert (image.width(), image.height()) == (1024, 700)
+    # the window really drew something: many distinct colours, not a blank grab
+    colours = {image.pixel(x, y) for x in range(0, 1024, 16) for y in range(0, 700, 16)}
+    assert len(colours) > 20
+
+
+def test_unknown_view_and_bad_project_give_clear_errors(tmp_path):
+    result = run(["-m", "desktop", "--screenshot", str(tmp_path / "x.png"), "--view", "inspection"])
+    assert result.returncode == 2
+    assert "inspection" in result.stderr and "available views: canvas, editor" in result.stderr
+    bad = tmp_path / "bad.lienzo"
+    bad.write_text("not a project")
+    result = run(["-m", "desktop", "--screenshot", str(tmp_path / "y.png"), "--project", str(bad)])
+    assert result.returncode == 2 and "could not open" in result.stderr
+
+
+def test_parse_size():
+    assert parse_size(None) == (1280, 800) and parse_size("800x600") == (800, 600)
+    for bad in ("big", "10x10", "100000x800"):
+        with pytest.raises(AppError):
+            parse_size(bad)
+
+
+def test_excepthook_shows_a_dialog_and_the_app_goes_on(qtbot):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    saved = sys.excepthook, threading.excepthook
+    try:
+        install_excepthook(window)
+        try:
+            raise ValueError("boom in a slot")
+        except ValueError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+        boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible()]
+        assert len(boxes) == 1 and "boom in a slot" in boxes[0].text()
+        assert "Traceback" in boxes[0].detailedText()
+        boxes[0].accept()
+        err = AppError("The model is missing.", "Pick another model.")
+        sys.excepthook(AppError, err, None)
+        box = [b for b in window.findChildren(QMessageBox) if b.isVisible()][-1]
+        assert box.text() == "The model is missing." and box.informativeText() == "Pick another model."
+        assert window.isVisible()
+    finally:
+        sys.excepthook, threading.excepthook = saved
+        window.close()
