@@ -85,6 +85,7 @@ class JobContext:
         self._handle = handle
         self._runner = runner
         self._last_progress = 0.0
+        self._last_edge: tuple[int, int] | None = None
         self._log: list[str] = []
         self.metrics: dict = {}
 
@@ -114,9 +115,13 @@ class JobContext:
         handle = self._handle
         handle.step, handle.total, handle.message = step, total, message
         now = time.monotonic()
-        is_edge = step <= 0 or (total and step >= total)
+        # The first and last report always pass, once: a job that keeps reporting step 0 (a
+        # stream with no known length) is throttled like any other.
+        is_edge = bool(step <= 0 or (total and step >= total)) and (step, total) != self._last_edge
         if not is_edge and now - self._last_progress < PROGRESS_INTERVAL_S:
             return
+        if is_edge:
+            self._last_edge = (step, total)
         self._last_progress = now
         self._runner._emit(JobEvent("progress", handle, step, total, message, preview))
 

@@ -4,6 +4,7 @@
     python tests/crash_writer.py hold PROJECT    # open for writing, wait until stdin closes
 
 `write` prints one line after each committed write, so the parent knows what must survive:
+    run <id> -                      a run row left "running" (must come back "interrupted")
     doc <id> <sha256 of text>       a document created and saved (two rows, one transaction)
     image <id> <sha256 of bytes>    an image added
 """
@@ -32,6 +33,8 @@ def _png(i: int) -> bytes:
 def write(path: str) -> None:
     project = Project.open(path)
     print("ready", flush=True)
+    run_id = project.start_run("crash-test", {"loop": True}, status="running")
+    print(f"run {run_id} -", flush=True)
     for i in range(100_000):  # bounded, in case the parent never kills us
         if i % 2 == 0:
             text = f"Document {i}\n" + "lorem ipsum " * (50 + i % 200)

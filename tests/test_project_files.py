@@ -246,8 +246,11 @@ def test_crash_keeps_every_committed_write(project_path):
     assert Path(str(project_path) + "-wal").stat().st_size > 0
     with Project.open(project_path) as project:
         assert project.integrity_check() == ["ok"]
+        assert committed[0][0] == "run"
         for kind, row_id, digest in committed:
-            if kind == "doc":
+            if kind == "run":
+                assert project.get_run(int(row_id))["status"] == "interrupted"
+            elif kind == "doc":
                 doc = project.get_document(int(row_id))
                 assert hashlib.sha256(doc["text"].encode()).hexdigest() == digest
                 assert doc["version"] == 2
