@@ -166,7 +166,6 @@ def inspect_file(path: str | os.PathLike) -> int:
                       "Choose a .lienzo file made with File > New.")
     if version > SCHEMA_VERSION:
         raise _newer(path, version)
-    was_there = {p for p in _side_files(path) if p.exists()}
     conn = None
     try:
         conn = _connect_readonly(path)
@@ -193,12 +192,10 @@ def inspect_file(path: str | os.PathLike) -> int:
         raise _refuse(path, f"the project file is damaged or unreadable ({exc}).",
                       "Open a backup or an exported copy of the project.") from exc
     finally:
+        # Nothing to clean up: with no side files present the connection was immutable and
+        # created none, and existing ones may belong to a live writer.
         if conn is not None:
             conn.close()
-        for p in _side_files(path):  # leave a refused (or merely checked) file as we found it
-            if p not in was_there and p.exists():
-                with contextlib.suppress(OSError):
-                    p.unlink()
 
 
 def _translate(exc: sqlite3.Error) -> ProjectError:
@@ -238,7 +235,7 @@ class Project:
     @classmethod
     def create(cls, path: str | os.PathLike) -> "Project":
         """Create a new, empty project at `path` (never over an existing file) and open it."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.exists() or path.is_symlink():
             raise _refuse(path, "a file with this name already exists.",
                           "Choose another name, or open the existing project.")
@@ -278,23 +275,17 @@ class Project:
         Raises ProjectError, leaving the file untouched, for anything that is not a project this
         version can open, and when another process has it open for writing.
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         version = inspect_file(path)
         if read_only:
             if version < SCHEMA_VERSION:
                 raise _refuse(path, "this project uses an older format that must be upgraded "
                                     "before it can be read.",
                               "Open it once normally (not read-only) to upgrade it.")
-            conn = sqlite3.connect(_ro_uri(path, immutable=False), uri=True,
-                                   check_same_thread=False, timeout=5.0)
-            try:
-                conn.execute("PRAGMA query_only = ON")
-                project = cls(path, conn, read_only=True)
-                project.db.execute("PRAGMA foreign_keys = ON")
-            except sqlite3.Error as exc:
-                conn.close()
-                raise _translate(exc) from exc
-            return project
+            return cls._open_read_only(path)
+        if not os.access(path, os.W_OK):
+            raise _refuse(path, "the file is write-protected, so it cannot be opened for "
+                                "changes.", "Open it read-only, or copy it somewhere writable.")
         file_lock = _take_lock(path)
         conn = None
         try:
@@ -309,6 +300,25 @@ class Project:
                 raise _translate(exc) from exc
             raise
         return project
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> "Project":
+        # Normally through the WAL, so a live writer's commits are seen. Where SQLite cannot make
+        # the shared-memory file (a read-only folder) and no writer is live, read the file as is.
+        attempts = [False] if any(p.exists() for p in _side_files(path)[:2]) else [False, True]
+        for immutable in attempts:
+            conn = sqlite3.connect(_ro_uri(path, immutable), uri=True, check_same_thread=False,
+                                   timeout=5.0)
+            try:
+                conn.execute("PRAGMA query_only = ON")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                project = cls(path, conn, read_only=True)
+                project.db.execute("PRAGMA foreign_keys = ON")
+                return project
+            except sqlite3.Error as exc:
+                conn.close()
+                error = exc
+        raise _translate(error) from error
 
     def _prepare(self) -> None:
         db = self.db
