@@ -218,3 +218,16 @@ def read_png_parameters(source) -> dict:
     out.setdefault("width", size[0])
     out.setdefault("height", size[1])
     return out
+
+
+def import_png(project, path: str | Path) -> tuple[int, dict]:
+    """Import a PNG into the project with the generation parameters it carries (A1111, ComfyUI, Lienzo)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AppError(f"Cannot read '{path}' ({exc.strerror}).", "Check the file name.") from None
+    params = read_png_parameters(data)
+    image_id = project.add_image(data, path.name, origin="imported", params=params or None,
+                                 source_path=str(path))
+    return image_id, params

@@ -16,7 +16,7 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "UniPC": ("UniPCMultistepScheduler", {}),
     "LMS": ("LMSDiscreteScheduler", {}),
     "Heun": ("HeunDiscreteScheduler", {}),
-    "PNDM": ("PNDMScheduler", {}),
+    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),  # PLMS, as Stable Diffusion ships it
 }
 DEFAULT_SCHEDULER = "DPM++ 2M"
 
