@@ -232,8 +232,8 @@ class JobRunner:
             handle.status = FAILED
             handle.error = AppError("The computer ran out of memory during this job.",
                                     "Close other programs, or use smaller images or a smaller model.")
-        except Exception as exc:  # unexpected: keep the traceback in the run log, show a sentence
-            ctx.log(traceback.format_exc())
+        except BaseException as exc:  # unexpected (SystemExit too: it must not kill the worker):
+            ctx.log(traceback.format_exc())  # keep the traceback in the run log, show a sentence
             handle.status = FAILED
             handle.error = AppError(f"{handle.title} failed: {type(exc).__name__}: {exc}",
                                     "The details are in the run log. Please report this.")

@@ -160,6 +160,17 @@ def test_failures_are_recorded_with_their_message(runner, project):
     assert recorder.of(unexpected)[-1][0] == "failed"
 
 
+def test_system_exit_in_a_job_does_not_kill_the_worker(runner):
+    def exits(params, ctx):
+        raise SystemExit(3)  # e.g. a library's command-line code called sys.exit()
+
+    failed = runner.submit(exits, kind="test", title="Exit")
+    after = runner.submit(lambda p, c: "still working", kind="test")
+    assert failed.wait(5) and after.wait(5)
+    assert failed.status == "failed" and "SystemExit" in failed.error.message
+    assert after.result == "still working"
+
+
 def test_done_job_records_metrics_and_times(runner, project):
     runner.project = project
 
