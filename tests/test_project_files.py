@@ -305,3 +305,11 @@ def test_import_copy_of_a_live_project_includes_its_wal(project_path, tmp_path):
         dest = Project.import_copy(project_path, tmp_path / "live-copy.lienzo")
     with Project.open(dest) as copy:
         assert copy.get_document(doc_id)["text"] == "only in the WAL so far"
+
+
+def test_missing_folders_are_reported(tmp_path, project_path):
+    with pytest.raises(ProjectError, match="does not exist"):
+        Project.create(tmp_path / "no" / "such" / "p.lienzo")
+    with Project.open(project_path) as project:
+        with pytest.raises(ProjectError, match="does not exist"):
+            project.export_copy(tmp_path / "nowhere" / "copy.lienzo")
