@@ -105,3 +105,26 @@ def build_bert_encoder(folder: Path, seed: int = 0) -> Path:
                         intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+_BUILDERS = {"gpt2": build_gpt2, "gpt2-chat": lambda f: build_gpt2(f, n_positions=512, chat_template=True),
+             "t5": build_t5, "classifier": build_bert_classifier, "encoder": build_bert_encoder}
+_built: dict[str, Path] = {}
+
+
+def shared_tiny(kind: str) -> Path:
+    """A tiny model built once per test process (kinds: gpt2, gpt2-chat, t5, classifier, encoder).
+
+    Read-only by convention: a test that changes files must copy the folder first.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if kind not in _built:
+        if "root" not in _built:
+            root = Path(tempfile.mkdtemp(prefix="lienzo-tiny-"))
+            atexit.register(shutil.rmtree, root, True)
+            _built["root"] = root
+        _built[kind] = _BUILDERS[kind](_built["root"] / kind)
+    return _built[kind]

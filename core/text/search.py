@@ -150,10 +150,17 @@ def index_project(project, entry, progress=None, cancel_event=None, batch_size: 
 
 
 # -- queries ------------------------------------------------------------------------------------
+# Words too common to say anything about a passage; they would only add noise to the keyword ranking.
+STOPWORDS = frozenset("""a an and are as at be but by for from has have he her his i if in into is it its me my
+no not of on or our she so than that the their them then there these they this to was we were what when where
+which who will with you your""".split())
+
+
 def fts_query(query: str) -> str:
     """A safe FTS5 expression: every word quoted (no operator injection), any word may match."""
     words = re.findall(r"\w+", query.lower())
-    return " OR ".join(f'"{w}"' for w in words)
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(kept))
 
 
 def keyword_ranking(project, query: str, limit: int = CANDIDATES) -> list[int]:

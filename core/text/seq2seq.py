@@ -137,7 +137,8 @@ def run_seq2seq(params: dict, ctx, cache=None) -> dict:
                 out = model.generate(**batch, **gen)
             ctx.check_cancelled()
             outputs.append(tok.decode(out[0], skip_special_tokens=True).strip())
-    result_text = ("\n\n" if task == "translate" else " ").join(o for o in outputs if o)
+    # A translation keeps one paragraph per piece (even an empty one) so the layout survives.
+    result_text = "\n\n".join(outputs) if task == "translate" else " ".join(o for o in outputs if o)
     seconds = time.perf_counter() - started
     ctx.progress(len(pieces), len(pieces), "Done", preview={"text": result_text, "final": True})
     ctx.metrics.update(parts=len(pieces), seconds=round(seconds, 3))
