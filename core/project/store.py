@@ -807,11 +807,13 @@ class Project:
         either image_id or path (+ size, sha256), optionally mask_image_id or mask_path."""
         with self.transaction():
             self.get_dataset(dataset_id)
+            # plain statements: sqlite-utils' insert() costs a savepoint per row
+            sql = ("INSERT INTO dataset_items (dataset_id, " + ", ".join(ITEM_FIELDS)
+                   + ") VALUES (?" + ", ?" * len(ITEM_FIELDS) + ")")
             ids = []
             for item in items:
                 row = _item_row(item)
-                row["dataset_id"] = dataset_id
-                ids.append(self.db["dataset_items"].insert(row).last_pk)
+                ids.append(self._conn.execute(sql, [dataset_id, *row.values()]).lastrowid)
             self.db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [_now(), dataset_id])
             self._changed("datasets", "update", dataset_id)
         return ids
@@ -1002,6 +1004,8 @@ class Project:
         count = 0
         with self.transaction():
             self._row("SELECT id FROM runs WHERE id = ?", [run_id], "run", run_id)
+            sql = ("INSERT INTO inspection_results (run_id, " + ", ".join(RESULT_FIELDS)
+                   + ") VALUES (?" + ", ?" * len(RESULT_FIELDS) + ")")
             for row in rows:
                 unknown = set(row) - set(RESULT_FIELDS)
                 if unknown:
@@ -1010,8 +1014,7 @@ class Project:
                                        "Use " + ", ".join(RESULT_FIELDS) + ".")
                 record = {k: row.get(k) for k in RESULT_FIELDS}
                 record["meta"] = _dumps(record["meta"])
-                record["run_id"] = run_id
-                self.db["inspection_results"].insert(record)
+                self._conn.execute(sql, [run_id, *record.values()])
                 count += 1
             self._changed("runs", "update", run_id)
         return count
