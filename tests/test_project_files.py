@@ -158,6 +158,41 @@ def test_older_project_is_upgraded_in_place(tmp_path):
         assert "passages_fts" in project.db.table_names()
         upgrade = project.audit_log(action="project.upgrade")[0]["details"]
         assert upgrade["from_version"] == 1 and upgrade["to_version"] == SCHEMA_VERSION
+    # the file as it was before the upgrade is kept beside it, still openable by the old version
+    backup = tmp_path / "old.lienzo.v1.bak"
+    assert upgrade["backup"] == str(backup)
+    conn = sqlite3.connect(backup)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("SELECT text FROM documents").fetchone()[0] == "kept"
+    conn.close()
+
+
+def test_a_failing_upgrade_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "old.lienzo"
+    conn = sqlite3.connect(path)
+    from sqlite_utils import Database
+
+    db = Database(conn)
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    MIGRATIONS.apply(db, stop_before=MIGRATION_NAMES[1])
+    conn.commit()
+    conn.close()
+
+    from core.project import schema
+
+    def broken(db):
+        raise sqlite3.OperationalError("simulated failure in a migration")
+
+    # a later migration that fails after the real second one succeeded
+    monkeypatch.setattr(schema.MIGRATIONS, "_migrations",
+                        schema.MIGRATIONS._migrations + [
+                            type(schema.MIGRATIONS._migrations[0])("m999_broken", broken)])
+    with pytest.raises(ProjectError, match="upgrading the project format failed"):
+        Project.open(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "passages" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
 
 
 def test_unfinished_runs_become_interrupted(project_path):

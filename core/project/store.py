@@ -334,15 +334,22 @@ class Project:
         db.execute("PRAGMA synchronous = FULL")
         pending = MIGRATIONS.pending(db)
         if pending:
+            # An older Lienzo cannot open the upgraded file: keep a copy it can open.
+            backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
+            if backup.exists():
+                backup = backup.with_name(f"{backup.name}.{int(_now())}")
+            _backup_to(self._conn, backup, overwrite=False)
             try:
-                MIGRATIONS.apply(db)
-            except sqlite3.Error as exc:
+                with db.atomic():  # all migrations or none (each one is a savepoint inside)
+                    MIGRATIONS.apply(db)
+            except Exception as exc:
                 raise _refuse(self.path, f"upgrading the project format failed ({exc}); the "
                                          "file was left as it was.",
                               "Report this, and keep using the older Lienzo for this project.") \
                     from exc
             self.audit("project.upgrade", {"from_version": version, "to_version": SCHEMA_VERSION,
-                                           "migrations": [m.name for m in pending]})
+                                           "migrations": [m.name for m in pending],
+                                           "backup": str(backup)})
         self._recover_runs()
 
     def _recover_runs(self) -> None:
