@@ -99,6 +99,28 @@ def test_newer_version_refused(project_path):
     assert "update lienzo" in error.hint.lower()
 
 
+def test_newer_version_only_in_the_wal_is_refused(project_path, tmp_path):
+    """A newer Lienzo crashed after upgrading: the main file's header still says the old version."""
+    import shutil
+
+    conn = sqlite3.connect(project_path)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for suffix in ("", "-wal"):  # the files as a killed process leaves them
+        shutil.copy(f"{project_path}{suffix}", crashed / f"p.lienzo{suffix}")
+    conn.close()
+    copy = crashed / "p.lienzo"
+    header_version = int.from_bytes(copy.read_bytes()[60:64], "big")
+    assert header_version == SCHEMA_VERSION
+    before = _digest(copy)
+    with pytest.raises(ProjectError, match="newer version"):
+        Project.open(copy)
+    assert _digest(copy) == before
+
+
 def test_corrupt_and_truncated_refused(project_path, tmp_path):
     data = bytearray(project_path.read_bytes())
     page = 4096
