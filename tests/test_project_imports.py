@@ -1,4 +1,4 @@
-"""Bringing files into a project: images of every supported kind, bad files, bombs, text encodings."""
+"""Bringing files into a project: images of every kind, bad files, bombs, text encodings."""
 
 import io
 import struct

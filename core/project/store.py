@@ -240,7 +240,8 @@ class Project:
             raise _refuse(path, "a file with this name already exists.",
                           "Choose another name, or open the existing project.")
         if not path.parent.is_dir():
-            raise _refuse(path, f"the folder {path.parent} does not exist.", "Choose another place.")
+            raise _refuse(path, f"the folder {path.parent} does not exist.",
+                          "Choose another place.")
         # Build in a temporary file and link it into place: a crash never leaves half a project,
         # and link() refuses to replace a file that appeared meanwhile.
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.creating")
@@ -670,7 +671,8 @@ class Project:
             existing = self._image_by_sha(sha, origin)  # another thread may have won the race
             if existing is not None:
                 return existing
-            self.db.execute("INSERT OR IGNORE INTO image_data (sha256, size, data) VALUES (?, ?, ?)",
+            self.db.execute("INSERT OR IGNORE INTO image_data (sha256, size, data) "
+                            "VALUES (?, ?, ?)",
                             [sha, len(data), data])
             return self._insert("images", {
                 "sha256": sha, "name": _clean_name(name or "image", "image"),
@@ -768,7 +770,8 @@ class Project:
         with self.transaction():
             image = self.get_image(image_id)
             users = self._rows(
-                "SELECT DISTINCT d.name FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id "
+                "SELECT DISTINCT d.name FROM dataset_items i "
+                "JOIN datasets d ON d.id = i.dataset_id "
                 "WHERE i.image_id = ? OR i.mask_image_id = ?", [image_id, image_id])
             if users:
                 raise ProjectError(
