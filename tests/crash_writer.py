@@ -1,7 +1,8 @@
 """Child process for the project tests (run as a script, not collected by pytest).
 
     python tests/crash_writer.py write PROJECT   # write documents and images until killed
-    python tests/crash_writer.py hold PROJECT    # open for writing, wait until stdin closes
+    python tests/crash_writer.py hold PROJECT    # open for writing until stdin closes; a line
+                                                 # "doc TITLE" on stdin creates a document
 
 `write` prints one line after each committed write, so the parent knows what must survive:
     run <id> -                      a run row left "running" (must come back "interrupted")
@@ -51,7 +52,9 @@ def write(path: str) -> None:
 def hold(path: str) -> None:
     project = Project.open(path)
     print("ready", flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:  # "doc TITLE" creates a document and answers its id
+        if line.startswith("doc "):
+            print(project.create_document(line[4:].strip()), flush=True)
     project.close()
 
 

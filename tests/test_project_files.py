@@ -266,11 +266,18 @@ def test_second_process_is_refused_then_reads_read_only(project_path):
             # even raw SQL cannot write through a read-only project
             with pytest.raises(sqlite3.OperationalError):
                 viewer.db.execute("DELETE FROM documents")
+            # the viewer sees what the writer commits while it looks
+            child.stdin.write("doc Written elsewhere\n")
+            child.stdin.flush()
+            new_id = int(child.stdout.readline())
+            assert viewer.get_document(new_id)["title"] == "Written elsewhere"
     finally:
         child.kill()  # SIGKILL: the OS must drop the lock with the process
         child.wait()
     with Project.open(project_path) as project:
         assert project.get_document(1)["text"] == "hello"
+        assert project.get_document(new_id)["title"] == "Written elsewhere"
+        assert project.integrity_check() == ["ok"]
 
 
 def test_same_process_second_open_is_refused(project_path):
