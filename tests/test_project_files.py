@@ -377,3 +377,16 @@ def test_missing_folders_are_reported(tmp_path, project_path):
     with Project.open(project_path) as project:
         with pytest.raises(ProjectError, match="does not exist"):
             project.export_copy(tmp_path / "nowhere" / "copy.lienzo")
+
+
+def test_paths_with_spaces_and_uri_characters(tmp_path):
+    folder = tmp_path / "my work #1 ?&%"
+    folder.mkdir()
+    path = folder / "proyecto ñ.lienzo"
+    with Project.create(path) as project:
+        project.create_document("Hola")
+    with Project.open(path, read_only=True) as viewer:  # read-only goes through a file: URI
+        assert viewer.list_documents()[0]["title"] == "Hola"
+    copy = Project.import_copy(path, folder / "copia.lienzo")
+    with Project.open(copy) as project:
+        assert project.list_documents()[0]["title"] == "Hola"

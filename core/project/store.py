@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import quote
 
 from sqlite_utils import Database
 
@@ -107,7 +106,7 @@ def _as_epoch(value: Any) -> float | None:
 
 
 def _ro_uri(path: Path, immutable: bool) -> str:
-    uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
+    uri = path.resolve().as_uri() + "?mode=ro"  # as_uri: percent-encoded, Windows drives too
     return uri + "&immutable=1" if immutable else uri
 
 
