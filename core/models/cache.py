@@ -209,6 +209,14 @@ class ModelCache:
 
     def text_model(self, path: str | Path, kind: str | None = None, info: ModelInfo | None = None) -> LoadedModel:
         """Load (or reuse) a text model folder; checks the folder before any weights are read."""
+        if info is None:
+            resolved = str(Path(path).expanduser().resolve())
+            with self._lock:  # a loaded model is reused without reading its folder again
+                for entry in self._models.values():
+                    if entry.info.path and str(Path(entry.info.path).resolve()) == resolved and (
+                            kind is None or entry.info.kind == kind):
+                        entry.last_used = time.monotonic()
+                        return entry
         info = info or registry.inspect_model(path)
         if kind and info.kind != kind:
             raise AppError(f"'{info.name}' is a {info.kind} model; this action needs a {kind} model.",
