@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ DIRECTIONS = ("left", "right", "up", "down")
 MAX_SEED = 2**32 - 1
 MASK_BLUR = 4          # px: soft edge where generated and original pixels meet
 OUTPAINT_OVERLAP = 16  # px of the original repainted so the seam blends
+PREVIEW_INTERVAL_S = 0.1
 
 
 class _NullContext:
@@ -198,13 +200,14 @@ def composite(original, generated, mask):
     return Image.composite(generated.convert("RGB"), original.convert("RGB"), soft)
 
 
+@lru_cache(maxsize=1)
 def library_versions() -> dict:
     import importlib.metadata as md
 
     import core
 
     out = {"lienzo": core.__version__}
-    for name in ("diffusers", "torch", "transformers"):
+    for name in ("diffusers", "torch", "transformers"):  # cached: the same for the whole session
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -320,6 +323,7 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
 
     outcome = GenerationOutcome(results=[], notices=notices, load_seconds=loaded.load_seconds, reused_model=reused)
     step_times: list[float] = []
+    last_preview = [0.0]
     with loaded.lock:  # one generation at a time per loaded model
         pipe = loaded.variant(pipe_mode)
         # A fresh scheduler per generation: no state carried over, and the choice costs no reload.
@@ -344,7 +348,11 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
                 if ctx.cancel_event.is_set():
                     raise Cancelled()  # stops now: the remaining steps and the decode are skipped
                 per = int(getattr(p, "_num_timesteps", 0) or steps)
-                preview = latents_to_preview(kwargs["latents"], xl=source.is_xl)
+                preview = None
+                if now - last_preview[0] >= PREVIEW_INTERVAL_S or i + 1 == per:
+                    # Only as often as the GUI can show it: fast GPUs must not pay for unseen previews.
+                    preview = latents_to_preview(kwargs["latents"], xl=source.is_xl)
+                    last_preview[0] = now
                 ctx.progress(index * per + i + 1, batch * per,
                              f"Image {index + 1}/{batch} · step {i + 1}/{per}", preview=preview)
                 return kwargs
