@@ -32,10 +32,12 @@ def png_bytes(color, size=(64, 64)) -> bytes:
 def studio(qtbot, tmp_path, model):
     project = Project.create(tmp_path / "studio.lienzo")
     project.add_image(png_bytes((30, 90, 200)), "start.png")
+    project.register_model("diffusion", "tiny-sd", model, {}, {})
     jobs = QtJobs(JobRunner(project))
     canvas = CanvasPanel(project)
     qtbot.addWidget(canvas)
     studio = ImageStudio(canvas, jobs)
+    assert model in [studio.panel.model.itemText(i) for i in range(studio.panel.model.count())]
     canvas.resize(1000, 700)
     canvas.show()
     qtbot.waitExposed(canvas)
@@ -220,3 +222,21 @@ def test_memory_mode_choice_is_remembered(qtbot, studio):
     again = GenerationPanel()
     qtbot.addWidget(again)
     assert again.memory_mode.currentData() == "attention_slicing"
+
+
+def test_main_window_gets_the_studio_on_its_canvas(qtbot, tmp_path):
+    from desktop.canvas import gen_studio
+    from desktop.main_window import MainWindow
+
+    gen_studio.install()
+    try:
+        window = MainWindow()
+        qtbot.addWidget(window)
+        assert window.open_project(tmp_path / "w.lienzo", create=True)
+        studio = window.image_studio
+        tabs = [window.canvas.side_tabs.tabText(i) for i in range(window.canvas.side_tabs.count())]
+        assert tabs == ["Generate", "Gallery"] and studio.canvas is window.canvas
+        assert studio.undo_action in window.canvas.toolbar.actions()
+        window.close_project()
+    finally:
+        MainWindow.extensions.remove(gen_studio._attach)

@@ -58,6 +58,13 @@ class ImageStudio(QObject):
         self.panel = GenerationPanel()
         self.gallery = GalleryPanel(canvas.project)
         self.mask = MaskLayer(canvas.view, self.undo_stack, self)
+        if canvas.project is not None:
+            # Diffusion models registered in the project join the picker (missing files are left out).
+            from pathlib import Path
+
+            registered = [m["path"] for m in canvas.project.list_models(kind="diffusion")
+                          if m.get("path") and Path(m["path"]).exists()]
+            self.panel.refresh_models(extra=registered)
         canvas.add_side_panel(self.panel, "Generate")
         canvas.add_side_panel(self.gallery, "Gallery")
         canvas.image_studio = self
