@@ -84,9 +84,11 @@ def install_excepthook(window, interactive: bool = True) -> None:
 def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
     """Open the main window on `project` (default: the demo project, made on first run)."""
     from desktop.canvas.gen_studio import install as install_image_studio
+    from desktop.editor.ai_studio import install as install_text_studio
     from desktop.main_window import MainWindow
 
     install_image_studio()  # generation panel, mask tools and gallery on the canvas
+    install_text_studio()  # Text AI dock and AI actions in every editor
     probe = os.environ.get(PROBE_ENV)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Lienzo")
