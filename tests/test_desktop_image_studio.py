@@ -14,12 +14,12 @@ from core.project import Project
 from desktop.canvas import CanvasPanel
 from desktop.canvas.gen_studio import ImageStudio
 from desktop.jobs_qt import QtJobs
-from tests.tiny_diffusion import build_tiny_pipeline
+from tests.tiny_diffusion import shared_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return str(build_tiny_pipeline(tmp_path_factory.mktemp("tiny-gui") / "tiny-sd"))
+    return str(shared_tiny_pipeline(tmp_path_factory))
 
 
 def png_bytes(color, size=(64, 64)) -> bytes:

@@ -5,14 +5,12 @@ from PIL import Image
 
 from core.image.metadata import read_png_parameters
 from desktop.launcher import main
-from tests.tiny_diffusion import build_tiny_pipeline
+from tests.tiny_diffusion import shared_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    base = tmp_path_factory.mktemp("tiny-cli")
-    folder = build_tiny_pipeline(base / "tiny-sd")
-    return folder, None
+    return shared_tiny_pipeline(tmp_path_factory), None
 
 
 def test_generate_txt2img_then_inpaint(model, tmp_path, capsys):

@@ -7,12 +7,12 @@ from PIL import Image
 from core.errors import AppError
 from core.image.generate import run_generation
 from core.jobs import CANCELLED, DONE, FAILED, JobRunner
-from tests.tiny_diffusion import build_tiny_pipeline
+from tests.tiny_diffusion import shared_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return str(build_tiny_pipeline(tmp_path_factory.mktemp("tiny-gen") / "tiny-sd"))
+    return str(shared_tiny_pipeline(tmp_path_factory))
 
 
 def gen(model, **params):

@@ -7,14 +7,13 @@ import pytest
 
 from core.errors import AppError
 from core.image.families import RESOURCES, inspect_model
-from tests.tiny_diffusion import build_tiny_pipeline, write_single_file
+from tests.tiny_diffusion import shared_tiny_pipeline, write_single_file
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    base = tmp_path_factory.mktemp("tiny-sd")
-    folder = build_tiny_pipeline(base / "tiny-sd")
-    single = write_single_file(folder, base / "tiny-sd.safetensors")
+    folder = shared_tiny_pipeline(tmp_path_factory)
+    single = write_single_file(folder, tmp_path_factory.mktemp("tiny-single") / "tiny-sd.safetensors")
     return folder, single
 
 

@@ -169,3 +169,12 @@ def write_single_file(pipeline_folder: str | Path, out_path: str | Path) -> Path
     out_path = Path(out_path)
     save_file(state, str(out_path))
     return out_path
+
+
+def shared_tiny_pipeline(tmp_path_factory) -> Path:
+    """The tiny pipeline built once per test session (every image test module reuses the folder,
+    so the model cache also keeps one loaded copy instead of one per module)."""
+    folder = tmp_path_factory.getbasetemp() / "shared-tiny-sd" / "tiny-sd"
+    if not (folder / "model_index.json").exists():
+        build_tiny_pipeline(folder)
+    return folder
