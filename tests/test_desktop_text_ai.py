@@ -253,3 +253,28 @@ def test_generation_controls_presets_and_validation(qtbot):
     assert controls.settings()["stop"] == ["\n\n", "THE END"]
     controls.seed.setValue(42)
     assert controls.settings()["seed"] == 42
+
+
+def test_main_window_gets_the_dock_and_every_editor_its_actions(qtbot, tmp_path, monkeypatch):
+    from desktop.editor.ai_studio import attach_to_window
+    from desktop.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "extensions", [attach_to_window])
+    path = tmp_path / "win.lienzo"
+    with Project.create(path) as project:
+        project.create_document("Chapter 1", "It was a dark and stormy night.")
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert window.open_project(path)
+    try:
+        assert window.text_dock.widget() is window.text_studio
+        editor = window.current_editor()
+        assert isinstance(editor.ai, EditorAI)
+        assert any(a.text() == "Continue writing" for a in editor.actions_menu.actions())
+        picker = window.text_studio.pickers["sentence-encoder"]
+        qtbot.waitUntil(lambda: picker.path() is not None, timeout=TIMEOUT)  # models listed in a job
+        assert registry.MINILM_NAME in picker.combo.currentText()
+        second = window.new_document("Chapter 2")
+        assert isinstance(second.ai, EditorAI) and second.ai is not editor.ai
+    finally:
+        window.close_project()
