@@ -64,6 +64,8 @@ class GenerationPanel(QWidget):
         self.refresh_models(remembered.get("model") or "")
 
         self.mode = QComboBox()
+        self.mode.setMinimumContentsLength(10)
+        self.mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         for key, label in MODE_LABELS.items():
             self.mode.addItem(label, key)
         self.mode.currentIndexChanged.connect(self._mode_changed)
@@ -95,6 +97,8 @@ class GenerationPanel(QWidget):
         if remembered["scheduler"] in scheduler_choices():
             self.scheduler.setCurrentText(remembered["scheduler"])
         self.memory_mode = QComboBox()
+        self.memory_mode.setMinimumContentsLength(10)
+        self.memory_mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.memory_mode.setObjectName("MemoryMode")
         for key in MEMORY_MODES:
             self.memory_mode.addItem(MEMORY_MODE_LABELS[key], key)
@@ -132,11 +136,14 @@ class GenerationPanel(QWidget):
         self.seed_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
         form = QFormLayout()
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model, 1)
-        model_row.addWidget(self.browse_folder)
-        model_row.addWidget(self.browse_file)
-        form.addRow("Model", model_row)
+        self.model.setMinimumContentsLength(12)
+        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        form.addRow("Model", self.model)
+        browse_row = QHBoxLayout()
+        browse_row.addWidget(self.browse_folder)
+        browse_row.addWidget(self.browse_file)
+        browse_row.addStretch(1)
+        form.addRow("", browse_row)
         form.addRow("Mode", self.mode)
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
@@ -177,6 +184,8 @@ class GenerationPanel(QWidget):
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the form narrows instead
+        self.setMinimumWidth(320)
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
