@@ -224,6 +224,13 @@ def test_search_results_jump_to_the_passage(qtbot, env):
     assert selected == project.get_document(target)["text"][start:end] and "keeper" in selected
     studio.search("   ")
     assert "empty" in error_boxes(studio)[-1].text()
+    # After a search, saving a document schedules an incremental index update.
+    project.save_document(target, project.get_document(target)["text"] + "\n\nA lantern burned all night.")
+    panels[target].document_saved.emit(target, 2)
+    assert studio.index_timer.isActive()
+    with qtbot.waitSignal(jobs.finished, timeout=TIMEOUT) as done:
+        studio.update_index()
+    assert done.args[0].result["updated"] == 1 and done.args[0].result["embedded"] == 1
 
 
 def test_model_picker_lists_registers_and_refuses_bad_folders(qtbot, env, tmp_path):

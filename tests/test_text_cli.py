@@ -75,3 +75,7 @@ def test_templates_and_models_listing(tmp_path, capsys, monkeypatch):
     assert "registered: tiny" in capsys.readouterr().out
     assert main(["text", "models"]) == 0
     assert "causal-lm" in capsys.readouterr().out
+    assert main(["text", "models", "--verify", "tiny"]) == 0
+    assert "match their recorded sha256" in capsys.readouterr().out
+    assert main(["text", "models", "--verify", "nope"]) == 2
+    assert "No registered model named 'nope'" in capsys.readouterr().err

@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     models = sub.add_parser("models", help="list registered models and models in the Hugging Face cache")
     models.add_argument("--register", metavar="PATH", help="register a model folder or .safetensors file")
     models.add_argument("--name", help="name for --register")
+    models.add_argument("--verify", metavar="NAME", help="re-check a registered model's files against their sha256")
 
     sub.add_parser("templates", help="list the writers' templates and their fields")
 
@@ -242,6 +243,10 @@ def _models(args) -> int:
     from core.models import registry
 
     reg = registry.ModelRegistry()
+    if args.verify:
+        info = reg.verify(args.verify)
+        print(f"ok: {len(info.files_sha256)} files of '{info.name}' match their recorded sha256")
+        return 0
     if args.register:
         info = reg.register(args.register, args.name)
         print(f"registered: {info.summary()}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QTextCursor
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QHBoxLayout,
                                QInputDialog, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
@@ -96,8 +96,16 @@ class TextStudio(QWidget):
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.status)
         self._search_job = None
+        self._index_job = None
         self._model_jobs: set[int] = set()
         self._connected_jobs = None
+        self._searched = False
+        # After the first search, saved documents are re-indexed once typing has paused, so the
+        # next search is instant; before it, nothing loads the encoder just because text was saved.
+        self.index_timer = QTimer(self)
+        self.index_timer.setSingleShot(True)
+        self.index_timer.setInterval(10_000)
+        self.index_timer.timeout.connect(self.update_index)
 
     # -- tabs -----------------------------------------------------------------------------------
     def _editor_button(self, text: str, method: str, tip: str) -> QPushButton:
@@ -262,10 +270,32 @@ class TextStudio(QWidget):
                 self._search_job.cancel()
             self.search_panel.status.setText("Searching…")
             self._search_job = self.jobs().submit(search_job, params, kind="text.search", title=f"Search “{query[:30]}”")
+            self._searched = True
         except AppError as exc:
             ui.error_box(self, exc, "Search")
             return None
         return self._search_job
+
+    def document_saved(self, *_args) -> None:
+        if self._searched:
+            self.index_timer.start()
+
+    def update_index(self):
+        """Bring the search index up to date in a job (incremental: only changed passages are embedded)."""
+        from core.text.search import index_job
+
+        if self._index_job is not None and self._index_job.status in ("queued", "running"):
+            self.index_timer.start()  # still busy with the last one: try again later
+            return None
+        try:
+            project = self.project()
+            if project is None or getattr(project, "read_only", False):
+                return None
+            self._index_job = self.jobs().submit(index_job, {"encoder": self.pickers[ENCODER].path()},
+                                                 kind="text.index", title="Update search index", record=False)
+        except AppError:
+            return None
+        return self._index_job
 
     def open_passage(self, document_id: int, start: int, end: int):
         """Open the document and select the passage (the result's jump target)."""
@@ -297,6 +327,7 @@ class EditorAI(QObject):
         self._pending: dict | None = None
         self._connected = None
         panel.ai = self
+        panel.document_saved.connect(studio.document_saved)
         self.continue_action = self._menu_action("Continue writing", "Ctrl+Return", self.continue_at_cursor, toolbar=True)
         self.stop_action = self._menu_action("Stop", "Esc", self.stop, toolbar=True)
         self.stop_action.setEnabled(False)
