@@ -166,3 +166,14 @@ def test_memory_mode_is_remembered():
     assert load_settings()["memory_mode"] == "none"
     save_settings(memory_mode="vae_tiling", scheduler="Euler a")
     assert load_settings()["memory_mode"] == "vae_tiling" and load_settings()["scheduler"] == "Euler a"
+
+
+def test_single_file_with_shipped_sd1_config_loads_offline_up_to_the_weights(tiny):
+    """No config_dir: the shipped SD 1.x configs and CLIP tokenizer are used, without the network;
+    the tiny weights then do not fit the real SD 1.5 shapes, which is reported clearly."""
+    from core.image.pipelines import load_pipeline
+
+    _, single = tiny
+    with pytest.raises(AppError, match="do not fit the Stable Diffusion 1.x architecture") as err:
+        load_pipeline(single)
+    assert "diffusers folder" in err.value.hint

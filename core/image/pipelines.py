@@ -203,6 +203,13 @@ def _load(source: ModelSource, device: str, dtype, offload: bool):
 
         if is_out_of_memory(exc):
             raise
+        if "expected shape" in str(exc) and source.kind == "file":
+            from core.image.families import FAMILY_NAMES
+
+            raise AppError(f"The weights in '{source.name}' do not fit the {FAMILY_NAMES[source.family]} "
+                           f"architecture ({str(exc).split(' If you want')[0]}).",
+                           "The checkpoint is an unusual variant of its family; use its diffusers folder "
+                           "(model_index.json, unet/, vae/ …) instead.") from None
         raise AppError(f"The model '{source.name}' could not be loaded: {type(exc).__name__}: {exc}",
                        "The files may be incomplete or belong to another model family; copy the model again "
                        "or choose another one.") from None
