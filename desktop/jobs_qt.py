@@ -7,13 +7,17 @@ may touch widgets freely. The worker never waits on the GUI.
 
 from __future__ import annotations
 
-import time
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from core.jobs import FINAL_STATES, JobEvent, JobHandle, JobRunner
+if TYPE_CHECKING:  # core.jobs loads with the first project, after the window is painted
+    from core.jobs import JobEvent, JobHandle, JobRunner
+
+# Same values as core.jobs.FINAL_STATES (checked by the tests).
+FINAL_STATES = ("done", "failed", "cancelled")
 
 
 class QtJobs(QObject):

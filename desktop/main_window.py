@@ -10,14 +10,24 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QPushButton,
                                QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
 
+from typing import TYPE_CHECKING
+
 from core.errors import AppError
-from core.jobs import JobRunner
 from desktop import ui
 from desktop.browser import ProjectBrowser, import_files_job
-from desktop.canvas import CanvasPanel
-from desktop.editor import EditorPanel
 from desktop.jobs_qt import JobPanel, QtJobs
 from desktop.project_qt import ProjectSignals
+
+if TYPE_CHECKING:
+    from desktop.canvas import CanvasPanel
+    from desktop.editor import EditorPanel
+
+
+def _is_editor(widget) -> bool:
+    # The editor and canvas modules load with the first project, after the window has painted.
+    from desktop.editor import EditorPanel
+
+    return isinstance(widget, EditorPanel)
 
 PROJECT_FILTER = "Lienzo projects (*.lienzo);;All files (*)"
 
@@ -186,6 +196,9 @@ class MainWindow(QMainWindow):
         self.close_project()
         self.project = project
         self.project_path = path
+        from core.jobs import JobRunner
+        from desktop.canvas import CanvasPanel
+
         self.jobs = QtJobs(JobRunner(project), self)
         self.jobs.finished.connect(self._job_finished)
         self.jobs.failed.connect(self._job_failed)
@@ -306,7 +319,7 @@ class MainWindow(QMainWindow):
         titles = {d["id"]: d.get("title", "") for d in self.project.list_documents()}
         for index in range(self.workspace.count()):
             widget = self.workspace.widget(index)
-            if isinstance(widget, EditorPanel):
+            if _is_editor(widget):
                 if widget.document_id not in titles:
                     continue
                 widget.title = titles[widget.document_id]
@@ -316,7 +329,7 @@ class MainWindow(QMainWindow):
         if kind == "documents":
             for index in reversed(range(self.workspace.count())):
                 widget = self.workspace.widget(index)
-                if isinstance(widget, EditorPanel) and widget.document_id == row_id:
+                if _is_editor(widget) and widget.document_id == row_id:
                     widget.autosave_timer.stop()
                     widget._dirty = False  # the document is gone: nothing to save
                     self.workspace.removeTab(index)
@@ -325,7 +338,7 @@ class MainWindow(QMainWindow):
     # -- workspace ----------------------------------------------------------------------------
     def editors(self) -> list[EditorPanel]:
         return [self.workspace.widget(i) for i in range(self.workspace.count())
-                if isinstance(self.workspace.widget(i), EditorPanel)]
+                if _is_editor(self.workspace.widget(i))]
 
     def editor_for(self, document_id: int) -> EditorPanel | None:
         for editor in self.editors():
@@ -335,13 +348,15 @@ class MainWindow(QMainWindow):
 
     def current_editor(self) -> EditorPanel | None:
         widget = self.workspace.currentWidget()
-        return widget if isinstance(widget, EditorPanel) else None
+        return widget if _is_editor(widget) else None
 
     def open_document(self, document_id: int) -> EditorPanel | None:
         if self.project is None:
             return None
         editor = self.editor_for(document_id)
         if editor is None:
+            from desktop.editor import EditorPanel
+
             try:
                 editor = EditorPanel(self.project, document_id)
             except AppError as exc:
@@ -374,7 +389,7 @@ class MainWindow(QMainWindow):
 
     def close_tab(self, index: int) -> None:
         widget = self.workspace.widget(index)
-        if isinstance(widget, EditorPanel):
+        if _is_editor(widget):
             widget.flush()
         if widget is self.canvas:
             self.workspace.removeTab(index)  # kept: View ▸ Canvas brings it back

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -24,11 +25,28 @@ def run(args, **kwargs):
 
 
 def test_screenshot_of_demo_before_any_ml_import(tmp_path):
+    """The window paints before torch/transformers/diffusers load (features load them in jobs)."""
     shot = tmp_path / "canvas.png"
-    code = ("import sys; from desktop.app import run_gui; "
-            f"rc = run_gui(screenshot={str(shot)!r}, view='canvas'); "
-            "print('HEAVY', [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]); "
-            "sys.exit(rc)")
+    code = textwrap.dedent(f"""
+        import sys
+        from desktop import app
+
+        heavy_at_first_paint = []
+        original = app.when_painted
+
+        def when_painted(window, callback):
+            def record_then_go_on():
+                if not heavy_at_first_paint:
+                    heavy_at_first_paint.append(
+                        [m for m in ("torch", "transformers", "diffusers") if m in sys.modules])
+                callback()
+            original(window, record_then_go_on)
+
+        app.when_painted = when_painted
+        rc = app.run_gui(screenshot={str(shot)!r}, view="canvas")
+        print("HEAVY", heavy_at_first_paint[0])
+        sys.exit(rc)
+    """)
     result = run(["-c", code])
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
@@ -44,19 +62,22 @@ def test_lienzo_command_screenshot_with_project_view_and_size(tmp_path):
     project = create_demo_project(tmp_path / "mine.lienzo")
     shot = tmp_path / "editor.png"
     result = run(["-m", "desktop", "--screenshot", str(shot), "--project", str(project),
-                  "--view", "editor", "--size", "1024x700"])
+                  "--view", "editor", "--size", "1280x720"])
     assert result.returncode == 0, result.stderr
     image = QImage(str(shot))
-    assert (image.width(), image.height()) == (1024, 700)
+    assert (image.width(), image.height()) == (1280, 720)
     # the window really drew something: many distinct colours, not a blank grab
-    colours = {image.pixel(x, y) for x in range(0, 1024, 16) for y in range(0, 700, 16)}
+    colours = {image.pixel(x, y) for x in range(0, 1280, 16) for y in range(0, 720, 16)}
     assert len(colours) > 20
 
 
 def test_unknown_view_and_bad_project_give_clear_errors(tmp_path):
-    result = run(["-m", "desktop", "--screenshot", str(tmp_path / "x.png"), "--view", "inspection"])
+    code = ("import sys; from desktop.app import run_gui; "
+            f"sys.exit(run_gui(screenshot={str(tmp_path / 'x.png')!r}, view='nonsense'))")
+    result = run(["-c", code])
     assert result.returncode == 2
-    assert "inspection" in result.stderr and "available views: canvas, editor" in result.stderr
+    assert "nonsense" in result.stderr and "available views: canvas, editor" in result.stderr
+    assert not (tmp_path / "x.png").exists()
     bad = tmp_path / "bad.lienzo"
     bad.write_text("not a project")
     result = run(["-m", "desktop", "--screenshot", str(tmp_path / "y.png"), "--project", str(bad)])

@@ -52,12 +52,15 @@ def image_id(project, name):
 
 def hover(canvas, x, y):
     """Move the mouse over image pixel (x, y) and return the readout."""
-    view = canvas.view
-    pos = view.mapFromScene(QPointF(x + 0.5, y + 0.5))
-    from PySide6.QtTest import QTest
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
 
-    QTest.mouseMove(view.viewport(), pos)
-    QApplication.processEvents()
+    view = canvas.view
+    local = QPointF(view.mapFromScene(QPointF(x + 0.5, y + 0.5)))
+    # A real move event (QTest.mouseMove skips moves to where the cursor already is).
+    event = QMouseEvent(QEvent.MouseMove, local, QPointF(view.viewport().mapToGlobal(local)),
+                        Qt.NoButton, Qt.NoButton, Qt.NoModifier)
+    QApplication.sendEvent(view.viewport(), event)
     return canvas.pixel_info
 
 

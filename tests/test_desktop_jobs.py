@@ -121,3 +121,10 @@ def test_queued_job_cancelled_before_start_and_clear_finished(jobs, qtbot):
     panel.clear_finished()
     assert panel.tree.topLevelItemCount() == 0
     assert panel.empty_label.isVisible()
+
+
+def test_panel_final_states_match_core():
+    import core.jobs
+    import desktop.jobs_qt
+
+    assert set(desktop.jobs_qt.FINAL_STATES) == set(core.jobs.FINAL_STATES)

@@ -74,6 +74,7 @@ class CanvasPanel(QWidget):
                             "browser (left) or use File ▸ Import files… to add some.")
         self.empty.setObjectName("Placeholder")
         self.empty.setAlignment(Qt.AlignCenter)
+        self.empty.setWordWrap(True)  # long lines would set a wide minimum for the whole window
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.view)
