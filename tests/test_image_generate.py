@@ -165,3 +165,16 @@ def test_bad_model_fails_the_job_with_a_message(tmp_path):
     finally:
         runner.shutdown()
     assert handle.status == FAILED and "not a diffusion pipeline" in handle.error.message
+
+
+def test_sdxl_pipeline_folder_txt2img_and_inpaint(tmp_path):
+    from tests.tiny_diffusion import build_tiny_sdxl_pipeline
+
+    xl = str(build_tiny_sdxl_pipeline(tmp_path / "tiny-xl"))
+    out = gen(xl, seed=3)
+    first = out.results[0]
+    assert first.params["model"]["family"] == "sdxl" and first.params["scheduler"] == "Euler"
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    painted = gen(xl, init_image=first.image, mask=mask).results[0]
+    assert np.abs(pixels(painted.image)[:, 48:] - pixels(first.image)[:, 48:]).max() <= 2

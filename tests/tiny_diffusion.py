@@ -178,3 +178,37 @@ def shared_tiny_pipeline(tmp_path_factory) -> Path:
     if not (folder / "model_index.json").exists():
         build_tiny_pipeline(folder)
     return folder
+
+
+def build_tiny_sdxl_pipeline(folder: str | Path) -> Path:
+    """A tiny Stable Diffusion XL pipeline (two CLIP text encoders, text-time conditioning)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    tok_dir = folder.parent / (folder.name + "-tokenizer-src")
+    vocab_size = write_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=32)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 32, 32, 32), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=32, sample_size=64)
+    cfg = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+               pad_token_id=vocab_size - 1, projection_dim=32, hidden_act="gelu")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(CLIPTextConfig(**cfg)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**cfg)), tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         steps_offset=1, timestep_spacing="leading"))
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
