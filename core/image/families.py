@@ -30,6 +30,14 @@ SUPPORTED_HINT = ("Lienzo runs Stable Diffusion 1.x, 2.x and XL models (and thei
                   "as a diffusers folder or a single .safetensors checkpoint.")
 
 
+SD_CONVERT_HINT = (
+    "Lienzo opens only .safetensors weights, because pickle files (.ckpt, .bin, .pt) can run code when opened. "
+    "Most models are also published as .safetensors: download that file instead. If you trust this file, "
+    "convert it once in Python: sd = torch.load(path, map_location='cpu', weights_only=True); "
+    "sd = sd.get('state_dict', sd); safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items() "
+    "if hasattr(v, 'contiguous')}, 'model.safetensors').")
+
+
 @dataclass
 class ModelSource:
     path: Path
@@ -103,7 +111,10 @@ def inspect_model(path: str | Path, config_dir: str | Path | None = None) -> Mod
     if not path.exists():
         raise AppError(f"The model '{path}' does not exist.", "Choose a diffusers folder or a .safetensors file.")
     if path.is_file():
-        refuse_pickle_file(path)
+        try:
+            refuse_pickle_file(path)
+        except AppError as exc:
+            raise AppError(exc.message, SD_CONVERT_HINT) from None
         if path.suffix.lower() != ".safetensors":
             raise AppError(f"'{path.name}' is not a model file Lienzo can open.",
                            "Choose a diffusers folder or a .safetensors checkpoint.")
