@@ -178,3 +178,11 @@ def test_sdxl_pipeline_folder_txt2img_and_inpaint(tmp_path):
     mask.paste(255, (0, 0, 32, 64))
     painted = gen(xl, init_image=first.image, mask=mask).results[0]
     assert np.abs(pixels(painted.image)[:, 48:] - pixels(first.image)[:, 48:]).max() <= 2
+
+
+def test_prediction_type_override_changes_the_result(model):
+    eps = gen(model, prediction_type="epsilon").results[0]
+    v = gen(model, prediction_type="v_prediction").results[0]
+    assert v.params["prediction_type"] == "v_prediction" and v.image.tobytes() != eps.image.tobytes()
+    with pytest.raises(AppError, match="prediction type"):
+        gen(model, prediction_type="flow")

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--memory-mode", default=None,
                      choices=["none", "attention_slicing", "vae_tiling", "cpu_offload"])
     gen.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    gen.add_argument("--prediction-type", default=None, choices=["epsilon", "v_prediction"],
+                     help="override for SD 2.x checkpoints: 512 px 'base' models use epsilon (default: v_prediction)")
     gen.add_argument("--project", default=None, help="also store the images in this .lienzo project")
     gen.add_argument("--out", required=True, help="output PNG (with batch > 1: FILE-1.png, FILE-2.png …)")
     params = sub.add_parser("params", help="print the generation parameters stored in a PNG as JSON")
@@ -60,7 +62,8 @@ def params_from_args(args) -> dict:
               "guidance": args.guidance, "width": args.width, "height": args.height, "seed": args.seed,
               "batch": args.batch, "scheduler": args.scheduler, "init_image": args.init_image,
               "strength": args.strength, "mask": args.mask, "outpaint": _outpaint(args.outpaint),
-              "memory_mode": args.memory_mode, "device": args.device, "out": args.out}
+              "memory_mode": args.memory_mode, "device": args.device, "out": args.out,
+              "prediction_type": args.prediction_type}
     if params["outpaint"] and not args.init_image:
         raise AppError("Outpainting extends an image: --init-image is missing.", "Add --init-image FILE.")
     if not str(args.out).lower().endswith(".png"):

@@ -219,7 +219,7 @@ def library_versions() -> dict:
 def run_generation(params: dict, ctx=None) -> GenerationOutcome:
     """Job function. params: model, prompt, negative_prompt, steps, guidance, width, height, seed,
     batch, scheduler, memory_mode, init_image, strength, mask, outpaint={direction, pixels},
-    device, config_dir, out (a PNG path; with batch > 1 the index is appended)."""
+    prediction_type (epsilon | v_prediction, for SD 2.x files), device, config_dir, out (a PNG path; with batch > 1 the index is appended)."""
     ctx = ctx or _NullContext()
     settings = load_settings()
     notices: list[str] = []
@@ -312,6 +312,13 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
     from core.image.schedulers import SCHEDULERS, canonical_name, make_scheduler
 
     scheduler_name = canonical_name(params["scheduler"]) if params.get("scheduler") else loaded.default_scheduler
+    scheduler_config = dict(loaded.base_scheduler_config)
+    prediction = params.get("prediction_type")
+    if prediction:
+        # SD 2.x 512 px "base" checkpoints predict noise, the 768 px ones v: the weights do not say which.
+        if prediction not in ("epsilon", "v_prediction"):
+            raise AppError(f"Unknown prediction type '{prediction}'.", "Use epsilon or v_prediction.")
+        scheduler_config["prediction_type"] = prediction
     versions = library_versions()
     source = loaded.source
     model_meta = {"name": source.name, "hash": loaded.model_hash, "family": source.family,
@@ -328,12 +335,12 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
         pipe = loaded.variant(pipe_mode)
         # A fresh scheduler per generation: no state carried over, and the choice costs no reload.
         if scheduler_name in SCHEDULERS:
-            pipe.scheduler = make_scheduler(scheduler_name, loaded.base_scheduler_config)
+            pipe.scheduler = make_scheduler(scheduler_name, scheduler_config)
         else:  # a scheduler kind Lienzo has no name for: the model's own, fresh
             import diffusers
 
             cls = getattr(diffusers, loaded.base_scheduler_config["_class_name"])
-            pipe.scheduler = cls.from_config(loaded.base_scheduler_config)
+            pipe.scheduler = cls.from_config(scheduler_config)
         apply_memory_mode(loaded, pipe, memory_mode)
         for index in range(batch):
             ctx.check_cancelled()
@@ -388,6 +395,8 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
                     "model": model_meta, "versions": versions}
             if mode != "txt2img":
                 item["strength"] = strength
+            if prediction:
+                item["prediction_type"] = prediction
             if mode == "outpaint":
                 item["outpaint"] = dict(outpaint_meta)
             if notices:
