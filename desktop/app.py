@@ -81,14 +81,24 @@ def install_excepthook(window, interactive: bool = True) -> None:
     threading.excepthook = thread_hook
 
 
-def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
-    """Open the main window on `project` (default: the demo project, made on first run)."""
+def install_features() -> None:
+    """Attach the feature modules (they extend MainWindow, EditorPanel, CanvasPanel).
+
+    Called after the window's first paint: their widgets and imports then never delay it.
+    """
     from desktop.canvas.gen_studio import install as install_image_studio
     from desktop.editor.ai_studio import install as install_text_studio
-    from desktop.main_window import MainWindow
+    from desktop.inspection import install as install_inspection
 
     install_image_studio()  # generation panel, mask tools and gallery on the canvas
     install_text_studio()  # Text AI dock and AI actions in every editor
+    install_inspection()  # the QA inspection view (View ▸ Inspection, --view inspection)
+
+
+def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
+    """Open the main window on `project` (default: the demo project, made on first run)."""
+    from desktop.main_window import MainWindow
+
     probe = os.environ.get(PROBE_ENV)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Lienzo")
@@ -103,19 +113,23 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
         return 2
 
     window = MainWindow()
-    if view and view not in window.views:
-        print(f"error: the view “{view}” is not available in this version of Lienzo.\n"
-              f"hint: available views: {', '.join(sorted(window.views))}.", file=sys.stderr)
-        window.deleteLater()
-        return 2
     install_excepthook(window, interactive=screenshot is None)
     if screenshot:
         window.resize(width, height)
     else:
-        window.restore_window_state()
+        window.restore_window_state(state=False)  # docks: once the features have added theirs
         if size:
             window.resize(width, height)
     status = {"rc": 0}
+
+    def fail(message: str, hint: str) -> None:
+        status["rc"] = 2
+        if screenshot:
+            print(f"error: {message}\nhint: {hint}", file=sys.stderr)
+            window.close()
+            app.exit(2)
+        else:
+            ui.error_box(window, AppError(message, hint))
 
     def load_project():
         if project:
@@ -153,9 +167,17 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
     def first_paint():
         if probe:
             print(f"lienzo-paint window {time.time():.6f}", flush=True)
+        install_features()
+        window.apply_extensions()
+        if not screenshot:
+            window.restore_window_state(geometry=False)
+        if view and view not in window.views:
+            fail(f"the view “{view}” is not available in this version of Lienzo.",
+                 f"available views: {', '.join(sorted(window.views))}.")
+            return
         load_project()
 
-    # Show first, then open the project: the user sees the window at once.
+    # Show first, then add the features and open the project: the user sees the window at once.
     when_painted(window, first_paint)
     window.show()
     rc = app.exec()
