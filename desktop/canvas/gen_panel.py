@@ -57,6 +57,7 @@ class GenerationPanel(QWidget):
         self.model.setObjectName("ModelPicker")
         self.model.setToolTip("A Stable Diffusion folder (diffusers layout) or a single .safetensors checkpoint")
         self.model.setInsertPolicy(QComboBox.NoInsert)
+        self.model.lineEdit().setPlaceholderText("Stable Diffusion folder or .safetensors…")
         self.browse_folder = QPushButton("Folder…")
         self.browse_file = QPushButton("File…")
         self.browse_folder.clicked.connect(self._pick_folder)
