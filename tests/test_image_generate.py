@@ -186,3 +186,25 @@ def test_prediction_type_override_changes_the_result(model):
     assert v.params["prediction_type"] == "v_prediction" and v.image.tobytes() != eps.image.tobytes()
     with pytest.raises(AppError, match="prediction type"):
         gen(model, prediction_type="flow")
+
+
+def test_out_of_memory_during_denoising_becomes_a_clear_message(model):
+    """The UNet raises what torch raises when memory runs out; the job turns it into an AppError."""
+    import torch
+
+    from core.image.pipelines import load_pipeline
+
+    loaded, _ = load_pipeline(model)
+    unet = loaded.pipe.unet
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    unet.forward = exhausted
+    try:
+        with pytest.raises(AppError, match="Out of memory on the CPU while generating 64×64") as err:
+            gen(model)
+        assert "smaller size" in err.value.hint
+    finally:
+        del unet.forward  # back to the class's forward
+    assert gen(model).results[0].image.size == (64, 64)
