@@ -236,9 +236,12 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
     if memory_mode not in MEMORY_MODES:
         raise AppError(f"Unknown memory mode '{memory_mode}'.", "Choose one of: " + ", ".join(MEMORY_MODES) + ".")
     seed = params.get("seed")
-    if seed is None or seed == "" or int(seed) < 0:
+    try:
+        seed = None if seed is None or seed == "" else int(seed)
+    except (TypeError, ValueError):
+        raise AppError(f"The seed must be a whole number (got {seed!r}).", "Use e.g. 1234, or leave it empty for a random seed.") from None
+    if seed is None or seed < 0:
         seed = random.SystemRandom().randint(0, MAX_SEED)  # random, but reported and recorded
-    seed = int(seed)
     if seed > MAX_SEED:
         raise AppError(f"The seed {seed} is too large.", f"Use a seed from 0 to {MAX_SEED}, or -1 for random.")
     default_strength = 0.75 if mode == "img2img" else 1.0
