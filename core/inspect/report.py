@@ -135,7 +135,7 @@ def write_csv(data: dict, path) -> Path:
         w = csv.writer(f)
         w.writerow(["path", "score", "normalized_score", "verdict", "label"])
         for r in data["rows"]:
-            w.writerow([r["path"], f"{r['score']:.6g}", f"{r['normalized_score']:.4f}", r["verdict"], r["label"]])
+            w.writerow([r["path"], f"{r['score']:.10g}", f"{r['normalized_score']:.4f}", r["verdict"], r["label"]])
     return path
 
 

@@ -74,6 +74,22 @@ def fill_models(combo: QComboBox, state: InspectionState) -> None:
     combo.blockSignals(False)
 
 
+def square_icon(img: QImage, size: int, defect: bool) -> QPixmap:
+    """The thumbnail centred on a square tile (so the grid lines up), framed red for defects."""
+    from PySide6.QtGui import QColor, QPainter, QPen
+
+    pm = QPixmap(size, size)
+    pm.fill(QColor("#eceef2"))
+    scaled = img.scaled(size - 6, size - 6, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    p = QPainter(pm)
+    p.drawImage((size - scaled.width()) // 2, (size - scaled.height()) // 2, scaled)
+    if defect:
+        p.setPen(QPen(QColor("#c62828"), 4))
+        p.drawRect(2, 2, size - 4, size - 4)
+    p.end()
+    return pm
+
+
 # == 1. Data ========================================================================================
 
 class DataPage(QWidget):
@@ -107,10 +123,10 @@ class DataPage(QWidget):
         self.grid.setObjectName("DataGrid")
         self.grid.setViewMode(QListView.IconMode)
         self.grid.setIconSize(QSize(112, 112))
-        self.grid.setGridSize(QSize(136, 160))
+        self.grid.setGridSize(QSize(140, 158))
+        self.grid.setTextElideMode(Qt.ElideMiddle)
         self.grid.setResizeMode(QListView.Adjust)
         self.grid.setMovement(QListView.Static)
-        self.grid.setUniformItemSizes(True)
         self.grid.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.grid.setWordWrap(True)
         self.model = QStandardItemModel(self)
@@ -240,7 +256,7 @@ class DataPage(QWidget):
     def _load_thumbs(self) -> None:
         """A few thumbnails per event-loop turn, so a big data set never freezes the window."""
         for _ in range(24):
-            if not self._pending:
+            if not self._pending or self.state.project.closed:
                 self._thumb_timer.stop()
                 return
             entry = self._pending.pop(0)
@@ -255,7 +271,7 @@ class DataPage(QWidget):
                     reader.setScaledSize(reader.size().scaled(112, 112, Qt.KeepAspectRatio))
                 img = reader.read()
             if not img.isNull():
-                entry.setIcon(QPixmap.fromImage(img.scaled(112, 112, Qt.KeepAspectRatio, Qt.SmoothTransformation)))
+                entry.setIcon(square_icon(img, 112, (entry.data(ITEM_ROLE)["label"] or "good") != "good"))
 
     def apply_filter(self) -> None:
         key = self.filter.currentData()
@@ -308,6 +324,7 @@ class TrainPage(QWidget):
                 button.setChecked(True)
         self.preset_text = QLabel(S.PRESET_TEXT["fast"])
         self.preset_text.setObjectName("Placeholder")
+        self.preset_text.setWordWrap(True)
         self.presets.idToggled.connect(lambda _i, on: on and self._preset_changed())
         preset_box.addWidget(self.preset_text, 1)
         self.advanced_button = QPushButton("Advanced settings ▸")
@@ -525,10 +542,10 @@ class InspectPage(QWidget):
         self.handle = None
         self.setAcceptDrops(True)
         self.models = QComboBox()
-        self.models.setMinimumWidth(260)
+        self.models.setMinimumWidth(160)
         self.models.currentIndexChanged.connect(self._model_picked)
         self.source = QComboBox()
-        self.source.setMinimumWidth(220)
+        self.source.setMinimumWidth(140)
         self.folder_button = QPushButton(ui.icon("open"), "Folder…")
         self.folder_button.clicked.connect(lambda: self.inspect_folder())
         self.inspect_button = QPushButton(ui.icon("run"), "Inspect")
@@ -538,7 +555,8 @@ class InspectPage(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(lambda: self.handle and self.handle.cancel())
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(180)
+        self.progress.setMaximumWidth(120)
+        self.progress.hide()  # shown while an inspection runs
         self.bar = ThresholdBar(state)
         self.list = QListView()
         self.list.setObjectName("ResultGrid")
@@ -569,6 +587,7 @@ class InspectPage(QWidget):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
         self.opacity.setMaximumWidth(160)
+        self.opacity.setMinimumWidth(80)
         self.opacity.valueChanged.connect(lambda _v: self.redraw_overlay())
         self.cmap = QComboBox()
         for name in ("inferno", "viridis", "turbo", "plasma", "magma"):
@@ -583,13 +602,15 @@ class InspectPage(QWidget):
         self.fit_button.clicked.connect(self.views.fit)
         self.detail = QLabel("")
         self.detail.setObjectName("Summary")
+        self.detail.setWordWrap(True)
+        self.detail.setMinimumWidth(120)
         self.detail.setTextFormat(Qt.RichText)
-        self.confirm_button = QPushButton("Confirm as good (false alarm)")
-        self.confirm_button.setToolTip("This part is good: add it to the training data for the next retrain")
+        self.confirm_button = QPushButton("Confirm good")
+        self.confirm_button.setToolTip("A false alarm: this part is good. Add it to the training data for the next retrain")
         self.confirm_button.clicked.connect(lambda: self.confirm_good())
-        self.prev_button = QPushButton("◀ Previous")
+        self.prev_button = QPushButton("◀")
         self.prev_button.clicked.connect(lambda: self.step(-1))
-        self.next_button = QPushButton("Next ▶")
+        self.next_button = QPushButton("▶")
         self.next_button.clicked.connect(lambda: self.step(1))
         self.next_fail_button = QPushButton("Next FAIL ▶▶")
         self.next_fail_button.clicked.connect(lambda: self.step(1, fail_only=True))
@@ -728,6 +749,7 @@ class InspectPage(QWidget):
         self.inspect_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
+        self.progress.show()
         self.handle = run_job(self, S.inspect_job, params, "inspect", f"Inspect with {self.state.model['name']}",
                               done=self._finished, failed=self._stopped)
         self.state.jobs.progress.connect(self._progress)
@@ -753,6 +775,7 @@ class InspectPage(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
+        self.progress.hide()
 
     def _finished(self, handle) -> None:
         self._end()

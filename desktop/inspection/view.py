@@ -4,7 +4,7 @@ Threshold, Report, Audit trail, Tabular), each a page on the right."""
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QStackedWidget, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QScrollArea, QStackedWidget, QWidget
 
 from core.inspect import session as S
 from desktop import ui
@@ -41,7 +41,7 @@ class InspectionView(QWidget):
         self.state = InspectionState(project, jobs, S.MODEL_KIND, self)
         self.steps = QListWidget()
         self.steps.setObjectName("InspectionSteps")
-        self.steps.setFixedWidth(170)
+        self.steps.setFixedWidth(150)
         self.steps.setIconSize(QSize(18, 18))
         self.stack = QStackedWidget()
         self.data = DataPage(self.state)
@@ -58,7 +58,13 @@ class InspectionView(QWidget):
             item = QListWidgetItem(ui.icon(icon), text)
             item.setData(Qt.UserRole, key)
             self.steps.addItem(item)
-            self.stack.addWidget(self.pages[key])
+            # Each page scrolls when the window is narrow (docks of other features beside it), so
+            # the view never forces the window wider than the screen.
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.NoFrame)
+            scroll.setWidget(self.pages[key])
+            self.stack.addWidget(scroll)
         self.steps.currentRowChanged.connect(self._step_changed)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -84,7 +90,7 @@ class InspectionView(QWidget):
     def _step_changed(self, row: int) -> None:
         self.state.commit_threshold()
         self.stack.setCurrentIndex(row)
-        if self.stack.currentWidget() is self.audit:
+        if self.stack.currentWidget().widget() is self.audit:
             self.audit.refresh()
 
     def _imported(self, dataset_id: int) -> None:
@@ -109,9 +115,10 @@ class InspectionView(QWidget):
         if "models" in tables:
             self.inspect.refresh_models()
             self.tabular.refresh_models()
-        if "audit" in tables and self.stack.currentWidget() is self.audit:
+        if "audit" in tables and self.stack.currentWidget().widget() is self.audit:
             self.audit.refresh()
 
     def shutdown(self) -> None:
+        self.data._thumb_timer.stop()
         self.state.commit_threshold()
         self.tabular.state.commit_threshold()

@@ -127,7 +127,6 @@ class ThresholdBar(QFrame):
         self.slider.setRange(0, SLIDER_STEPS)
         self.slider.setToolTip("Move left: stricter (more parts FAIL). Move right: more lenient.")
         self.value_label = QLabel()
-        self.value_label.setMinimumWidth(230)
         self.counts_label = QLabel()
         self.counts_label.setObjectName("Counts")
         self.counts_label.setTextFormat(Qt.RichText)
@@ -180,7 +179,10 @@ class ThresholdPlots(QWidget):
     """Score histogram of good vs defect with the threshold line (draggable), ROC with AUROC,
     and the confusion counts. Shown when the results carry labels."""
 
-    def __init__(self, state: InspectionState, parent=None):
+    def __init__(self, state: InspectionState, parent=None, vertical: bool = False,
+                 empty_text: str = "No labels: the histogram, ROC curve and confusion counts need items "
+                                   "whose label (good or defect) is known, e.g. the test split of an MVTec "
+                                   "data set."):
         super().__init__(parent)
         self.state = state
         self.hist = pg.PlotWidget(title="Scores: good vs defect")
@@ -206,17 +208,20 @@ class ThresholdPlots(QWidget):
         self.confusion = QLabel()
         self.confusion.setObjectName("Confusion")
         self.confusion.setTextFormat(Qt.RichText)
-        self.empty = QLabel("No labels: the histogram, ROC curve and confusion counts need items whose "
-                            "label (good or defect) is known, e.g. the test split of an MVTec data set.")
+        self.empty = QLabel(empty_text)
         self.empty.setObjectName("Placeholder")
         self.empty.setWordWrap(True)
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
-        grid.addWidget(self.hist, 0, 0)
-        grid.addWidget(self.roc, 0, 1)
-        grid.addWidget(self.auroc_label, 1, 1)
-        grid.addWidget(self.confusion, 1, 0)
-        grid.addWidget(self.empty, 2, 0, 1, 2)
+        if vertical:
+            for row, w in enumerate((self.hist, self.roc, self.auroc_label, self.confusion, self.empty)):
+                grid.addWidget(w, row, 0)
+        else:
+            grid.addWidget(self.hist, 0, 0)
+            grid.addWidget(self.roc, 0, 1)
+            grid.addWidget(self.auroc_label, 1, 1)
+            grid.addWidget(self.confusion, 1, 0)
+            grid.addWidget(self.empty, 2, 0, 1, 2)
         self._bars: list = []
         self.stats: dict = {}
         state.results_changed.connect(self.refresh)
@@ -428,7 +433,7 @@ class ColorScale(QLabel):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumSize(220, 34)
+        self.setMinimumSize(150, 34)
         self.lut = colormap_lut("inferno")
         self.vmax = 1.0
         self.threshold = 0.5

@@ -1,0 +1,338 @@
+"""The Inspection view, driven as an operator would (offscreen, real widgets, real project, real tiny
+model trained for a few seconds on a real magnetic_tile subset)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyqtgraph")
+
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+from PySide6.QtWidgets import QAbstractItemView  # noqa: E402
+
+from core.jobs import JobRunner  # noqa: E402
+from core.project import Project  # noqa: E402
+from tests.test_inspect_report import TINY, copy_subset, prepare_project  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data, tmp_path_factory):
+    return prepare_project(shared_data, tmp_path_factory.mktemp("inspection_view"))
+
+
+def make_view(qtbot, path):
+    from desktop.inspection.view import InspectionView
+    from desktop.jobs_qt import QtJobs
+    from desktop.project_qt import ProjectSignals
+
+    project = Project.open(path)
+    jobs = QtJobs(JobRunner(project))
+    signals = ProjectSignals(project)
+    view = InspectionView(project, jobs, signals)
+    view.resize(1280, 760)
+    qtbot.addWidget(view)
+    view.show()
+    return view, project, jobs, signals
+
+
+@pytest.fixture
+def opened(qtbot, prepared):
+    view, project, jobs, signals = make_view(qtbot, prepared["path"])
+    yield view
+    view.shutdown()
+    signals.detach()
+    jobs.shutdown()
+    project.close()
+
+
+def wait_job(qtbot, handle, timeout=120_000):
+    qtbot.waitUntil(lambda: handle.status in ("done", "failed", "cancelled"), timeout=timeout)
+    qtbot.wait(50)  # let the queued finished signal reach the page
+
+
+def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
+    data = copy_subset(shared_data, tmp_path / "tiles", corrupt=True)
+    project = Project.create(tmp_path / "op.lienzo")
+    project.close()
+    view, project, jobs, signals = make_view(qtbot, tmp_path / "op.lienzo")
+    try:
+        # 1. Data: import in place, corrupt files listed with their reasons, counts and sizes.
+        page = view.show_step("data")
+        wait_job(qtbot, page.import_folder(str(data), storage="referenced", name="tiles"))
+        assert page.datasets.currentText().startswith("tiles")
+        assert "12</b> good" in page.summary.text() and "5</b> defect" in page.summary.text()
+        assert "px" in page.summary.text() and "referenced in place" in page.summary.text()
+        reasons = [page.corrupt.item(i).text() for i in range(page.corrupt.count())]
+        assert len(reasons) == 2 and any("broken.jpg" in r and "not a readable image" in r for r in reasons)
+        qtbot.waitUntil(lambda: not page._pending, timeout=10_000)
+        assert page.model.rowCount() == 21 and not page.model.item(0).icon().isNull()
+        # mark one test image as a defect; the label changes and the audit trail says so
+        row = next(r for r in range(page.model.rowCount())
+                   if page.model.item(r).data(Qt.UserRole + 2)["split"] == "test"
+                   and page.model.item(r).data(Qt.UserRole + 2)["label"] == "good")
+        page.grid.setCurrentIndex(page.model.index(row, 0))
+        assert page.mark("defect") == 1
+        assert "3</b> good" in page.summary.text()
+        assert project.audit_log("inspect.label")[-1]["details"]["new"] == "defect"
+        page.filter.setCurrentIndex(page.filter.findData("defect"))
+        visible = [r for r in range(page.model.rowCount()) if not page.grid.isRowHidden(r)]
+        assert len(visible) == 6
+
+        # 2. Train: preset + advanced settings, live loss curve, result registered with metrics.
+        train = view.show_step("train")
+        assert train.advanced.isHidden()
+        train.advanced_button.click()
+        assert train.advanced.isVisible()
+        train.set_preset("fast")
+        assert train.image_size.currentData() == 128
+        train.image_size.setCurrentIndex(train.image_size.findData(64))
+        train.budget.setValue(4)
+        train.latent.setValue(8)
+        handle = train.start({"patch": 32, "batch": 8})
+        assert not train.start_button.isEnabled() and train.cancel_button.isEnabled()
+        wait_job(qtbot, handle)
+        assert handle.status == "done", handle.error
+        assert train.start_button.isEnabled()
+        xs, _ys = train.loss_curve.getData()
+        assert xs is not None and len(xs) >= 1
+        assert "saved in the project" in train.result.text()
+        models = project.list_models("inspector")
+        assert len(models) == 1 and models[0]["config"]["settings"]["image_size"] == 64
+        assert models[0]["config"]["metrics"]["n_images"] == 9
+        assert view.state.model["id"] == models[0]["id"]
+
+        # 3. Inspect the test split: list with badges, three synced views, keyboard navigation.
+        inspect = view.show_step("inspect")
+        inspect.source.setCurrentIndex(0)  # "tiles · test split"
+        handle = inspect.inspect()
+        wait_job(qtbot, handle)
+        assert handle.status == "done", handle.error
+        assert len(view.state.results) == 9 and inspect.list_model.rowCount() == 9
+        assert all(not v.item.pixmap().isNull() for v in inspect.views.views)
+        original = inspect.views.views[0].item.pixmap()
+        assert inspect.views.views[1].item.pixmap().size() == original.size()  # recon at the image's size
+        first = inspect.current
+        qtbot.keyClick(inspect.list, Qt.Key_Right)
+        assert inspect.current != first
+        qtbot.keyClick(inspect.list, Qt.Key_Left)
+        assert inspect.current == first
+        # zoom one view: the others follow
+        inspect.views.zoom(2.0)
+        scales = {round(v.transform().m11(), 4) for v in inspect.views.views}
+        assert len(scales) == 1
+        # next FAIL with a threshold that fails exactly the top-scoring item
+        top = int(np.argmax(view.state.scores))
+        view.state.set_threshold(float(view.state.scores[top]))
+        inspect.step(1, fail_only=True)
+        assert inspect.current == top and "FAIL" in inspect.detail.text()
+        # opacity and colour scale redraw the overlay
+        before = inspect.views.views[2].item.pixmap().toImage()
+        inspect.opacity.setValue(100)
+        inspect.cmap.setCurrentIndex(inspect.cmap.findData("viridis"))
+        assert inspect.views.views[2].item.pixmap().toImage() != before
+        assert inspect.color_scale.threshold == pytest.approx(view.state.threshold)
+
+        # files dropped on the view are inspected with the same model
+        mime = QMimeData()
+        files = sorted((data / "test" / "crack").iterdir())
+        mime.setUrls([QUrl.fromLocalFile(str(f)) for f in files])
+        event = QDropEvent(QPointF(50, 50), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+        inspect.dropEvent(event)
+        wait_job(qtbot, inspect.handle)
+        assert inspect.handle.status == "done"
+        assert [Path(r["item_path"]).name for r in view.state.results] == [f.name for f in files]
+    finally:
+        view.shutdown()
+        signals.detach()
+        jobs.shutdown()
+        project.close()
+
+
+def test_training_can_be_cancelled(qtbot, opened):
+    train = opened.show_step("train")
+    train.set_preset("fast")
+    train.image_size.setCurrentIndex(train.image_size.findData(64))
+    train.budget.setValue(600)
+    before = len(opened.project.list_models("inspector"))
+    handle = train.start({"patch": 32, "batch": 8})
+    qtbot.waitUntil(lambda: handle.status == "running", timeout=30_000)
+    train.cancel_button.click()
+    wait_job(qtbot, handle, timeout=60_000)
+    assert handle.status == "cancelled"
+    assert "Cancelled" in train.eta.text() and train.start_button.isEnabled()
+    assert len(opened.project.list_models("inspector")) == before
+    assert opened.project.get_run(handle.run_id)["status"] == "cancelled"
+
+
+def test_threshold_slider_updates_counts_without_the_model(qtbot, opened, prepared):
+    st = opened.state
+    assert st.model["id"] == prepared["model_id"] and len(st.results) == 9
+    page = opened.show_step("threshold")
+    bar = page.bar
+    inspect = opened.inspect
+    for pos in (50, 300, 600, 900):
+        bar.slider.setValue(pos)
+        thr = bar.to_value(pos)
+        assert st.threshold == pytest.approx(thr)
+        expected_fail = int((st.scores >= thr).sum())
+        assert st.counts()["fail"] == expected_fail
+        assert f"FAIL {expected_fail}" in bar.counts_label.text()
+        assert f"FAIL {expected_fail}" in inspect.bar.counts_label.text()  # the other page follows
+        badges = [st.verdict(inspect.list_model.item(r).data(Qt.UserRole + 1)) for r in range(9)]
+        assert badges.count("FAIL") == expected_fail
+        c = page.plots.stats["confusion"]
+        assert c["tp"] + c["fp"] == expected_fail
+    # moving counts differ across the range, as the scores say
+    bar.slider.setValue(0)
+    assert st.counts()["fail"] == 9
+    bar.slider.setValue(1000)
+    assert st.counts()["fail"] == 0
+    # histogram, ROC with AUROC from the labels
+    from sklearn.metrics import roc_auc_score
+
+    y = [0 if r["label"] == "good" else 1 for r in st.results]
+    assert f"AUROC {roc_auc_score(y, st.scores):.3f}" in page.plots.auroc_label.text()
+    assert len(page.plots._bars) == 2 and page.plots.roc_curve.getData()[0] is not None
+    # the change is written to the audit trail once the slider rests
+    n = len(opened.project.audit_log("inspect.threshold"))
+    bar.slider.setValue(450)
+    qtbot.waitUntil(lambda: len(opened.project.audit_log("inspect.threshold")) == n + 1, timeout=3000)
+    row = opened.project.audit_log("inspect.threshold")[-1]
+    assert row["details"]["new"] == pytest.approx(bar.to_value(450))
+    # dragging the histogram line moves the threshold too
+    page.plots.line.setValue(float(np.median(st.scores)))
+    page.plots.line.sigPositionChangeFinished.emit(page.plots.line)
+    assert st.threshold == pytest.approx(float(np.median(st.scores)))
+
+
+def test_confirm_false_alarm_joins_training_data(qtbot, opened, prepared):
+    st = opened.state
+    good = [i for i, r in enumerate(st.results) if r["label"] == "good"]
+    st.set_threshold(float(min(st.scores[i] for i in good)))  # every good item FAILs: false alarms
+    page = opened.show_step("threshold")
+    assert page.alarms.count() >= len(good)
+    page.alarms.setCurrentRow(0)
+    i = page.alarms.item(0).data(Qt.UserRole)
+    item_id = st.results[i]["meta"]["dataset_item_id"]
+    assert page.confirm_selected() == 1
+    item = next(x for x in opened.project.dataset_items(prepared["dataset_id"]) if x["id"] == item_id)
+    assert item["split"] == "train" and item["label"] == "good"
+    assert st.results[i]["meta"]["confirmed_good"]
+    assert opened.project.audit_log("inspect.confirm_good")[-1]["details"]["dataset_item_id"] == item_id
+
+
+def test_reports_csv_html_pdf(qtbot, opened, prepared, tmp_path):
+    st = opened.state
+    thr = float(sorted(st.scores)[-2])  # two FAILs
+    st.set_threshold(thr)
+    page = opened.show_step("report")
+    page.operator.setText("Ana QA")
+    paths = {}
+    for fmt in ("csv", "html", "pdf"):
+        with qtbot.waitSignal(page.exported, timeout=60_000) as blocker:
+            page.export(fmt, str(tmp_path / f"report.{fmt}"))
+        assert blocker.args == [fmt, str(tmp_path / f"report.{fmt}")]
+        paths[fmt] = tmp_path / f"report.{fmt}"
+    with open(paths["csv"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9 and {"path", "score", "verdict", "label"} <= set(rows[0])
+    fails = [r for r in rows if r["verdict"] == "FAIL"]
+    assert len(fails) == 2 and all(float(r["score"]) >= thr * (1 - 1e-9) for r in fails)
+    html = paths["html"].read_text(encoding="utf-8")
+    assert prepared["model_name"] in html and "Ana QA" in html and "FAIL items (2)" in html
+    for r in fails:
+        assert Path(r["path"]).name in html
+    pdf = paths["pdf"].read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
+    assert len(__import__("re").findall(rb"/Type\s*/Page\b", pdf)) >= 1
+    assert len(pdf) > 20_000  # the FAIL thumbnails and heat maps are in it
+    reports = opened.project.audit_log("inspect.report")[-3:]
+    assert [r["details"]["format"] for r in reports] == ["csv", "html", "pdf"]
+    assert all(r["user"] == "Ana QA" for r in reports)
+    assert "Inspection report" in page.preview.toPlainText()
+
+
+def test_audit_trail_is_a_read_only_table(qtbot, opened, prepared):
+    st = opened.state
+    st.set_threshold(st.threshold * 1.1)
+    st.commit_threshold()
+    page = opened.show_step("audit")
+    actions = {page.model.item(r, 2).text() for r in range(page.model.rowCount())}
+    assert {"Training", "Threshold change", "Model registered", "Data set import"} <= actions
+    assert page.table.editTriggers() == QAbstractItemView.NoEditTriggers
+    assert all(not page.model.item(r, c).isEditable() for r in range(page.model.rowCount()) for c in range(6))
+    row = next(r for r in range(page.model.rowCount()) if page.model.item(r, 2).text() == "Threshold change")
+    assert page.model.item(row, 4).text() and page.model.item(row, 5).text()  # old -> new
+    page.table.clicked.emit(page.model.index(row, 0))
+    assert '"new"' in page.details.toPlainText()
+
+
+def test_tabular_flow(qtbot, opened, shared_data, tmp_path):
+    src = shared_data / "tabular" / "odds_thyroid.csv"
+    lines = src.read_text().splitlines()
+    normal = [ln for ln in lines[1:] if ln.endswith(",0")][:240]
+    anomalies = [ln for ln in lines[1:] if ln.endswith(",1")][:20]
+    csv_path = tmp_path / "thyroid.csv"
+    csv_path.write_text("\n".join([lines[0]] + normal + anomalies) + "\n")
+    page = opened.show_step("tabular")
+    wait_job(qtbot, page.import_csv(str(csv_path)))
+    assert page.datasets.currentText().startswith("thyroid")
+    handle = page.train({"epochs": 15, "time_budget": 10})
+    wait_job(qtbot, handle)
+    assert handle.status == "done", handle.error
+    assert page.state.model is not None and "ROC-AUC" in page.info.text()
+    handle = page.inspect()
+    wait_job(qtbot, handle)
+    st = page.state
+    assert len(st.results) == 260 and page.proxy.rowCount() == 260
+    # sortable by score
+    col = page.records.columns.index("score")
+    page.table.sortByColumn(col, Qt.DescendingOrder)
+    first = float(page.proxy.index(0, col).data())
+    assert first == pytest.approx(float(st.scores.max()), rel=1e-4)
+    # threshold slider re-labels rows at once
+    page.bar.slider.setValue(500)
+    verdict_col = page.records.columns.index("verdict")
+    shown = [page.proxy.index(r, verdict_col).data() for r in range(260)]
+    assert shown.count("FAIL") == int((st.scores >= st.threshold).sum())
+    assert page.plots.stats.get("auroc") is not None
+    with qtbot.waitSignal(page.report.exported, timeout=30_000):
+        page.report.export("csv", str(tmp_path / "rows.csv"))
+    with open(tmp_path / "rows.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 260
+
+
+def test_main_window_view_and_screenshot(qtbot, prepared, tmp_path):
+    from desktop.inspection import install
+    from desktop.main_window import MainWindow
+
+    install()
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert "inspection" in window.views
+    assert window.open_project(prepared["path"], read_only=True)
+    window.show_view("inspection")
+    view = window.inspection_view()
+    assert window.workspace.currentWidget() is view and view.state.model is not None
+    window.close_project()
+    assert window.inspection_view() is None
+    shot = tmp_path / "inspection.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, "-m", "desktop", "--screenshot", str(shot), "--view", "inspection",
+                           "--project", str(prepared["path"])], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(shot))
+    assert img.width() == 1280 and img.height() == 800
