@@ -98,8 +98,15 @@ class MainWindow(QMainWindow):
 
         self._make_menus()
         self._update_project_state()
+        self._applied_extensions: list[Callable] = []
+        self.apply_extensions()
+
+    def apply_extensions(self) -> None:
+        """Run the extensions not yet applied (the app installs features after the first paint)."""
         for extend in list(self.extensions):
-            extend(self)
+            if extend not in self._applied_extensions:
+                self._applied_extensions.append(extend)
+                extend(self)
 
     # -- construction -------------------------------------------------------------------------
     def _make_no_project_page(self) -> QWidget:
@@ -481,17 +488,20 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(handle.error.message, 8000)
 
     # -- window state -------------------------------------------------------------------------
-    def restore_window_state(self) -> None:
+    def restore_window_state(self, geometry: bool = True, state: bool = True) -> None:
+        """Size and place the window, and put docks and toolbars back where the user left them."""
         store = ui.settings()
-        geometry = store.value("window/geometry")
-        state = store.value("window/state")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
-            width, height = ui.setting_default("window_size", [1280, 800])
-            self.resize(width, height)
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
+        if geometry:
+            saved = store.value("window/geometry")
+            if isinstance(saved, QByteArray) and not saved.isEmpty():
+                self.restoreGeometry(saved)
+            else:
+                width, height = ui.setting_default("window_size", [1280, 800])
+                self.resize(width, height)
+        if state:
+            saved = store.value("window/state")
+            if isinstance(saved, QByteArray) and not saved.isEmpty():
+                self.restoreState(saved)
 
     def save_window_state(self) -> None:
         store = ui.settings()
