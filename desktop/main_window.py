@@ -88,7 +88,7 @@ class MainWindow(QMainWindow):
         self.jobs_dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetClosable)
         self.addDockWidget(Qt.BottomDockWidgetArea, self.jobs_dock)
         self.resizeDocks([self.browser_dock], [250], Qt.Horizontal)
-        self.resizeDocks([self.jobs_dock], [140], Qt.Vertical)
+        self.resizeDocks([self.jobs_dock], [120], Qt.Vertical)
 
         self.pixel_label = QLabel("")
         self.pixel_label.setObjectName("PixelInfo")
@@ -309,7 +309,12 @@ class MainWindow(QMainWindow):
         if has:
             read_only = " (read-only)" if getattr(self.project, "read_only", False) else ""
             self.setWindowTitle(f"{self.project_path.stem}{read_only} — Lienzo")
-            self.project_label.setText(str(self.project_path))
+            shown = str(self.project_path)
+            home = str(Path.home())
+            if shown.startswith(home + "/"):
+                shown = "~" + shown[len(home):]
+            self.project_label.setText(shown)
+            self.project_label.setToolTip(str(self.project_path))
         else:
             self.setWindowTitle("Lienzo")
             self.project_label.setText("No project")

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QSizePolicy, QSplitter, QStackedWidget, QTabWidget,
                                QToolBar, QVBoxLayout, QWidget)
@@ -86,34 +86,44 @@ class CanvasPanel(QWidget):
         self.splitter.addWidget(self.side_tabs)
         self.splitter.setStretchFactor(0, 1)
 
+        # Top bar: for extensions (generation, mask tools); shown once something is in it.
         self.toolbar = QToolBar("Canvas")
         self.toolbar.setObjectName("CanvasToolbar")
         self.toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         self.toolbar.setIconSize(self.toolbar.iconSize() * 0.75)
-        self.zoom_in_action = self._action("zoom-in", "Zoom in", QKeySequence.ZoomIn,
-                                           lambda: self.view.zoom_by(1.25))
+        # Bottom bar under the image: view controls and what is shown. Its own row, so tools
+        # added above can never push zoom and export out of sight.
+        self.view_bar = QToolBar("View")
+        self.view_bar.setObjectName("CanvasViewBar")
+        self.view_bar.setToolButtonStyle(Qt.ToolButtonIconOnly)
+        self.view_bar.setIconSize(self.view_bar.iconSize() * 0.75)
         self.zoom_out_action = self._action("zoom-out", "Zoom out", QKeySequence.ZoomOut,
                                             lambda: self.view.zoom_by(0.8))
+        self.zoom_in_action = self._action("zoom-in", "Zoom in", QKeySequence.ZoomIn,
+                                           lambda: self.view.zoom_by(1.25))
         self.fit_action = self._action("fit", "Fit", QKeySequence("F"), self.view.fit)
         self.actual_action = self._action("actual-size", "100%", QKeySequence("1"),
                                           self.view.actual_size)
-        self.toolbar.addSeparator()
+        self.view_bar.addSeparator()
         self.export_action = self._action("export", "Export image…", QKeySequence("Ctrl+E"),
                                           self.export_current)
+        self.view_bar.widgetForAction(self.export_action).setToolButtonStyle(
+            Qt.ToolButtonTextBesideIcon)
         self.title_label = QLabel("")
         self.title_label.setObjectName("ImageTitle")
         self.zoom_label = QLabel("")
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-        self.toolbar.addWidget(spacer)
-        self.toolbar.addWidget(self.title_label)
-        self.toolbar.addWidget(self.zoom_label)
+        self.view_bar.addWidget(spacer)
+        self.view_bar.addWidget(self.title_label)
+        self.view_bar.addWidget(self.zoom_label)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.toolbar)
         layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.view_bar)
         layout.addWidget(self.strip)
 
         self.view.pixel_hovered.connect(self._hovered)
@@ -122,6 +132,8 @@ class CanvasPanel(QWidget):
         self._update_actions()
         for extend in list(self.extensions):
             extend(self)
+        self.toolbar.setVisible(bool(self.toolbar.actions()))
+        self.toolbar.installEventFilter(self)  # shows the bar when an action arrives later
         if project is not None:
             self.set_project(project)
 
@@ -131,9 +143,14 @@ class CanvasPanel(QWidget):
         action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
         action.setToolTip(f"{text} ({QKeySequence(shortcut).toString(QKeySequence.NativeText)})")
         action.triggered.connect(slot)
-        self.toolbar.addAction(action)
+        self.view_bar.addAction(action)
         self.addAction(action)
         return action
+
+    def eventFilter(self, obj, event):
+        if obj is self.toolbar and event.type() == QEvent.ActionAdded:
+            self.toolbar.show()
+        return super().eventFilter(obj, event)
 
     def add_side_panel(self, widget: QWidget, title: str) -> None:
         """For extensions: a tab on the right of the image (generation controls, gallery …)."""
