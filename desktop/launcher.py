@@ -14,7 +14,7 @@ from core import cli
 VIEWS = ("editor", "canvas", "inspection")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lienzo",
         description="Lienzo, an offline studio for text, images and visual inspection.",
@@ -26,12 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--view", choices=VIEWS, help="the view to show first")
     parser.add_argument("--size", metavar="WxH", default=None,
                         help="window size for --screenshot, e.g. 1280x800")
-    cli.add_subcommands(parser)
+    if subcommands:
+        cli.add_subcommands(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Building every subcommand's parser costs ~30 ms of GUI start-up: skip it unless an argument
+    # names a subcommand or asks for help.
+    wanted = any(a in cli.SUBCOMMANDS or a in ("-h", "--help") for a in argv)
+    parser = build_parser(subcommands=wanted)
     args = parser.parse_args(argv)
     if getattr(args, "command", None):
         return cli.run_subcommand(args)
