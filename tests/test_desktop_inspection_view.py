@@ -105,6 +105,9 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         assert train.start_button.isEnabled()
         xs, _ys = train.loss_curve.getData()
         assert xs is not None and len(xs) >= 1
+        # reconstructions from the run's checkpoints, beside their originals
+        assert all(not a.pixmap().isNull() and not b.pixmap().isNull() for a, b in train.recon_labels)
+        assert "Finished" in train.eta.text()
         assert "saved in the project" in train.result.text()
         models = project.list_models("inspector")
         assert len(models) == 1 and models[0]["config"]["settings"]["image_size"] == 64
@@ -130,6 +133,10 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         inspect.views.zoom(2.0)
         scales = {round(v.transform().m11(), 4) for v in inspect.views.views}
         assert len(scales) == 1
+        bar = inspect.views.views[0].horizontalScrollBar()
+        if bar.maximum() > 0:  # pan one view: the others follow
+            bar.setValue(bar.maximum() // 2)
+            assert {v.horizontalScrollBar().value() for v in inspect.views.views} == {bar.maximum() // 2}
         # next FAIL with a threshold that fails exactly the top-scoring item
         top = int(np.argmax(view.state.scores))
         view.state.set_threshold(float(view.state.scores[top]))
@@ -266,9 +273,11 @@ def test_audit_trail_is_a_read_only_table(qtbot, opened, prepared):
     st = opened.state
     st.set_threshold(st.threshold * 1.1)
     st.commit_threshold()
+    st.set_model(None)
+    st.set_model(prepared["model_id"])  # choosing a model is recorded
     page = opened.show_step("audit")
     actions = {page.model.item(r, 2).text() for r in range(page.model.rowCount())}
-    assert {"Training", "Threshold change", "Model registered", "Data set import"} <= actions
+    assert {"Training", "Threshold change", "Model registered", "Data set import", "Model change"} <= actions
     assert page.table.editTriggers() == QAbstractItemView.NoEditTriggers
     assert all(not page.model.item(r, c).isEditable() for r in range(page.model.rowCount()) for c in range(6))
     row = next(r for r in range(page.model.rowCount()) if page.model.item(r, 2).text() == "Threshold change")

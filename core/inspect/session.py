@@ -317,6 +317,16 @@ def _work_dir(kind: str) -> Path:
     return base
 
 
+def _fresh_folder(base: Path) -> Path:
+    """A model folder no other model uses (a second training with the same name gets a suffix),
+    so a registered model's files are never overwritten."""
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
 def train_job(params: dict, ctx) -> dict:
     """Job: params dataset_id, preset, overrides, name. Registers the model in the project with
     its metrics on the labelled test items (when there are any)."""
@@ -333,7 +343,7 @@ def train_job(params: dict, ctx) -> dict:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = params.get("name") or f"{ds['name']} {params.get('preset', 'fast')} {stamp}"
     data_dir = materialize(project, ds["id"], _work_dir("data") / f"ds{ds['id']}-{stamp}")
-    out = Path(params.get("out") or (paths.models_dir() / "inspector" / re.sub(r"[^\w-]", "_", name)))
+    out = Path(params.get("out") or _fresh_folder(paths.models_dir() / "inspector" / re.sub(r"[^\w-]", "_", name)))
     out.parent.mkdir(parents=True, exist_ok=True)
     engine = {"data": str(data_dir), "out": str(out), "image_size": p["image_size"], "patch": p["patch"],
               "batch": p["batch"], "epochs": p.get("epochs"), "time_budget": p.get("time_budget"),
@@ -665,7 +675,7 @@ def table_train_job(params: dict, ctx) -> dict:
     p = {**TABLE_PRESETS[params.get("preset", "fast")], **(params.get("overrides") or {})}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = params.get("name") or f"{ds['name']} table {stamp}"
-    out = Path(params.get("out") or (paths.models_dir() / "inspector" / re.sub(r"[^\w-]", "_", name)))
+    out = Path(params.get("out") or _fresh_folder(paths.models_dir() / "inspector" / re.sub(r"[^\w-]", "_", name)))
     watch = _TrainWatch(ctx, out, None, {}, time.monotonic())
     watch._reconstruct = lambda: None
     res = T.train_rows(feats, normal, {**p, "label_column": label_column or "label"}, watch)

@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut, QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QFileDialog, QGridLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListView,
                                QListWidget, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
                                QSlider, QSpinBox, QSplitter, QTableView, QTextBrowser, QVBoxLayout, QWidget)
@@ -41,9 +41,15 @@ def heading(text: str, help_text: str = "") -> QWidget:
     return box
 
 
+def compact(combo: QComboBox, chars: int = 14) -> QComboBox:
+    """Long names must not widen the page: the combo shows `chars` characters and elides."""
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
 def dataset_combo(state: InspectionState, kind: str = "images") -> QComboBox:
-    combo = QComboBox()
-    combo.setMinimumWidth(220)
+    combo = compact(QComboBox(), 16)
     fill_datasets(combo, state, kind)
     return combo
 
@@ -100,8 +106,10 @@ class DataPage(QWidget):
         self.state = state
         self.last_import: dict | None = None
         self.storage = QComboBox()
-        self.storage.addItem("Copy the images into the project", "copied")
-        self.storage.addItem("Reference the images where they are", "referenced")
+        self.storage.addItem("Copy into the project", "copied")
+        self.storage.addItem("Reference in place", "referenced")
+        self.storage.setToolTip("Copy: the project holds the images. Reference: the project remembers where they "
+                                "are (path, size and checksum), for large data sets.")
         self.import_button = QPushButton(ui.icon("import"), "Import folder…")
         self.import_button.setToolTip("A folder in the MVTec layout (train/good, test/<type>) or with good/ and "
                                       "defect sub-folders")
@@ -331,7 +339,7 @@ class TrainPage(QWidget):
         self.advanced_button.setCheckable(True)
         self.advanced_button.toggled.connect(self._toggle_advanced)
         self.advanced = QGroupBox("Advanced settings")
-        form = QFormLayout(self.advanced)
+        form = QGridLayout(self.advanced)
         self.image_size = QComboBox()
         for s in (64, 128, 192, 256, 384, 512):
             self.image_size.addItem(f"{s} px", s)
@@ -344,14 +352,22 @@ class TrainPage(QWidget):
         self.latent.setRange(2, 256)
         self.flips = QCheckBox("Flips (the part may appear mirrored)")
         self.rot90 = QCheckBox("90° rotations (the part may appear turned)")
-        stop = QHBoxLayout()
-        stop.addWidget(self.stop_by)
-        stop.addWidget(self.budget)
-        form.addRow("Image size", self.image_size)
-        form.addRow("Stop after", stop)
-        form.addRow("Latent size", self.latent)
-        form.addRow("Augmentation", self.flips)
-        form.addRow("", self.rot90)
+        self.flips.setText("Flips")
+        self.flips.setToolTip("The part may appear mirrored")
+        self.rot90.setText("90° rotations")
+        self.rot90.setToolTip("The part may appear turned by 90°")
+        # Two compact rows, so the loss curve and reconstructions stay in view.
+        form.addWidget(QLabel("Image size"), 0, 0)
+        form.addWidget(self.image_size, 0, 1)
+        form.addWidget(QLabel("Stop after"), 0, 2)
+        form.addWidget(self.stop_by, 0, 3)
+        form.addWidget(self.budget, 0, 4)
+        form.addWidget(QLabel("Latent size"), 1, 0)
+        form.addWidget(self.latent, 1, 1)
+        form.addWidget(QLabel("Augmentation"), 1, 2)
+        form.addWidget(self.flips, 1, 3)
+        form.addWidget(self.rot90, 1, 4)
+        form.setColumnStretch(5, 1)
         self.advanced.hide()
         self.name = QLineEdit()
         self.name.setPlaceholderText("Model name (optional)")
@@ -374,7 +390,7 @@ class TrainPage(QWidget):
             pair = QVBoxLayout()
             a, b = QLabel(), QLabel()
             for lab in (a, b):
-                lab.setFixedSize(128, 128)
+                lab.setFixedSize(104, 104)
                 lab.setAlignment(Qt.AlignCenter)
                 lab.setObjectName("ReconCell")
             pair.addWidget(a)
@@ -487,7 +503,7 @@ class TrainPage(QWidget):
             self.eta.setText(f"ETA {preview['eta'] // 60}:{preview['eta'] % 60:02d} · {message.split('·')[0].strip()}")
         for (a, b), pair in zip(self.recon_labels, preview.get("recons") or []):
             for lab, arr in zip((a, b), pair):
-                lab.setPixmap(QPixmap.fromImage(qimage_from_gray(arr)).scaled(128, 128, Qt.KeepAspectRatio,
+                lab.setPixmap(QPixmap.fromImage(qimage_from_gray(arr)).scaled(104, 104, Qt.KeepAspectRatio,
                                                                               Qt.SmoothTransformation))
 
     def _done_ui(self) -> None:
@@ -541,11 +557,9 @@ class InspectPage(QWidget):
         self.state = state
         self.handle = None
         self.setAcceptDrops(True)
-        self.models = QComboBox()
-        self.models.setMinimumWidth(160)
+        self.models = compact(QComboBox(), 18)
         self.models.currentIndexChanged.connect(self._model_picked)
-        self.source = QComboBox()
-        self.source.setMinimumWidth(140)
+        self.source = compact(QComboBox(), 14)
         self.folder_button = QPushButton(ui.icon("open"), "Folder…")
         self.folder_button.clicked.connect(lambda: self.inspect_folder())
         self.inspect_button = QPushButton(ui.icon("run"), "Inspect")
@@ -580,7 +594,8 @@ class InspectPage(QWidget):
         self.show_filter.currentIndexChanged.connect(lambda _i: self.apply_filter())
         self.sort = QComboBox()
         self.sort.addItem("In order", "order")
-        self.sort.addItem("Highest score first", "score")
+        self.sort.addItem("Score ↓", "score")
+        self.sort.setToolTip("Highest score first")
         self.sort.currentIndexChanged.connect(lambda _i: self.fill())
         self.views = SyncedViews()
         self.opacity = QSlider(Qt.Horizontal)
@@ -594,8 +609,9 @@ class InspectPage(QWidget):
             self.cmap.addItem(name, name)
         self.cmap.currentIndexChanged.connect(lambda _i: self.redraw_overlay())
         self.scale_mode = QComboBox()
-        self.scale_mode.addItem("Scale: 0 – 2× threshold", "threshold")
-        self.scale_mode.addItem("Scale: 0 – image maximum", "max")
+        self.scale_mode.addItem("0 – 2× threshold", "threshold")
+        self.scale_mode.addItem("0 – image max", "max")
+        self.scale_mode.setToolTip("Colour scale of the heat map")
         self.scale_mode.currentIndexChanged.connect(lambda _i: self.redraw_overlay())
         self.color_scale = ColorScale()
         self.fit_button = QPushButton(ui.icon("fit"), "Fit")
@@ -946,7 +962,7 @@ class ThresholdPage(QWidget):
         self.plots = ThresholdPlots(state)
         self.alarms = QListWidget()
         self.alarms.setObjectName("FalseAlarms")
-        self.alarms.setMaximumHeight(110)
+        self.alarms.setMaximumHeight(72)
         self.confirm_button = QPushButton("Confirm selected as good")
         self.confirm_button.clicked.connect(lambda: self.confirm_selected())
         self.explain = QLabel("")
@@ -960,8 +976,10 @@ class ThresholdPage(QWidget):
         layout.addWidget(self.plots, 1)
         low = QHBoxLayout()
         box = QVBoxLayout()
-        box.addWidget(QLabel("FAIL items not labelled as defects — confirm real false alarms as good; "
-                             "they join the training data for the next retrain:"))
+        note = QLabel("FAIL items not labelled as defects — confirm real false alarms as good; "
+                      "they join the training data for the next retrain:")
+        note.setWordWrap(True)
+        box.addWidget(note)
         box.addWidget(self.alarms)
         low.addLayout(box, 1)
         low.addWidget(self.confirm_button, 0, Qt.AlignBottom)
@@ -1032,15 +1050,15 @@ class ReportPage(QWidget):
         self.state = state
         self.operator = QLineEdit(state.operator)
         self.operator.textChanged.connect(lambda t: setattr(state, "operator", t.strip() or state.operator))
-        self.runs = QComboBox()
-        self.runs.setMinimumWidth(260)
+        self.runs = compact(QComboBox(), 22)
         self.runs.currentIndexChanged.connect(lambda _i: self._run_picked())
         self.buttons = {}
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Operator"))
+        top.addWidget(self.operator)
+        top.addWidget(QLabel("Inspection"))
+        top.addWidget(self.runs, 1)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Operator"))
-        row.addWidget(self.operator)
-        row.addWidget(QLabel("Inspection"))
-        row.addWidget(self.runs, 1)
         for fmt, text in (("csv", "Export CSV…"), ("html", "Export HTML…"), ("pdf", "Export PDF…")):
             b = QPushButton(ui.icon("export"), text)
             b.clicked.connect(lambda _c=False, f=fmt: self.export(f))
@@ -1053,10 +1071,12 @@ class ReportPage(QWidget):
         self.preview_button = QPushButton(ui.icon("preview"), "Preview")
         self.preview_button.clicked.connect(lambda: self.refresh_preview())
         row.addWidget(self.preview_button)
+        row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(heading("5 · Report", "Export the results at the current threshold: a CSV for other "
                                  "programs, or an HTML/PDF report with the model, its training data, metrics and "
                                  "every FAIL with its heat map. Your name and the time are on it."))
+        layout.addLayout(top)
         layout.addLayout(row)
         layout.addWidget(self.preview, 1)
         layout.addWidget(self.status)
@@ -1179,6 +1199,7 @@ class AuditPage(QWidget):
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
         self.details.setMaximumHeight(90)
+        self.details.setPlaceholderText("Click a row to see everything recorded with it.")
         self.table.clicked.connect(self._show_details)
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Audit trail", "Who trained, changed a threshold or a model, confirmed a part "

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 from core.errors import AppError
 from core.inspect import session as S
 from desktop import ui
-from desktop.inspection.pages import ReportPage, fill_datasets, fill_models, heading
+from desktop.inspection.pages import ReportPage, compact, fill_datasets, fill_models, heading
 from desktop.inspection.widgets import (FAIL_COLOR, PASS_COLOR, InspectionState, ThresholdBar, ThresholdPlots,
                                         error, pick_combo, run_job)
 
@@ -91,15 +91,13 @@ class TabularPage(QWidget):
         self.state = InspectionState(project, jobs, S.TABLE_MODEL_KIND, self)
         self.import_button = QPushButton(ui.icon("import"), "Import CSV…")
         self.import_button.clicked.connect(lambda: self.import_csv())
-        self.datasets = QComboBox()
-        self.datasets.setMinimumWidth(200)
+        self.datasets = compact(QComboBox(), 16)
         self.preset = QComboBox()
         for key in S.TABLE_PRESETS:
             self.preset.addItem(key.capitalize(), key)
         self.train_button = QPushButton(ui.icon("run"), "Train")
         self.train_button.clicked.connect(lambda: self.train())
-        self.models = QComboBox()
-        self.models.setMinimumWidth(220)
+        self.models = compact(QComboBox(), 18)
         self.models.currentIndexChanged.connect(self._model_picked)
         self.inspect_button = QPushButton(ui.icon("find"), "Score the table")
         self.inspect_button.setObjectName("PrimaryButton")

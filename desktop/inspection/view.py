@@ -30,6 +30,25 @@ QPushButton#PrimaryButton:disabled { background: #9db3cc; border-color: #9db3cc;
 """
 
 
+class FitScroll(QScrollArea):
+    """Gives its page the whole viewport, and scrolls only below the page's minimum size.
+    (widgetResizable would size pages with word-wrapped labels by their preferred height.)"""
+
+    def fit(self) -> None:
+        page = self.widget()
+        if page is not None:
+            view, least = self.viewport().size(), page.minimumSizeHint()
+            page.resize(max(view.width(), least.width()), max(view.height(), least.height()))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.fit()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.fit()
+
+
 class InspectionView(QWidget):
     """One per open project; its pages share an InspectionState (model, run, threshold)."""
 
@@ -60,8 +79,7 @@ class InspectionView(QWidget):
             self.steps.addItem(item)
             # Each page scrolls when the window is narrow (docks of other features beside it), so
             # the view never forces the window wider than the screen.
-            scroll = QScrollArea()
-            scroll.setWidgetResizable(True)
+            scroll = FitScroll()
             scroll.setFrameShape(QScrollArea.NoFrame)
             scroll.setWidget(self.pages[key])
             self.stack.addWidget(scroll)
@@ -94,6 +112,13 @@ class InspectionView(QWidget):
             self.audit.refresh()
 
     def _imported(self, dataset_id: int) -> None:
+        if self.project.get_dataset(dataset_id)["kind"] == "table":  # a CSV: the tabular flow
+            from desktop.inspection.widgets import pick_combo
+
+            self.tabular.refresh_datasets()
+            pick_combo(self.tabular.datasets, dataset_id)
+            self.show_step("tabular")
+            return
         self.inspect.refresh_sources()
         for page in (self.train,):
             page.refresh({"datasets"})

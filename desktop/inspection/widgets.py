@@ -58,6 +58,7 @@ class InspectionState(QObject):
         if model_id is None:
             self.model = None
             self.model_changed.emit(None)
+            self.load_run(None)
             return
         new = self.project.get_model(model_id)
         if self.model is not None and self.model["id"] == new["id"]:
@@ -188,7 +189,7 @@ class ThresholdPlots(QWidget):
         self.hist = pg.PlotWidget(title="Scores: good vs defect")
         self.hist.setLabel("bottom", "anomaly score")
         self.hist.setLabel("left", "items")
-        self.hist.addLegend(offset=(-10, 10))
+        self.hist.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 210))
         self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#1d4f7c", width=2),
                                     label="threshold", labelOpts={"position": 0.9, "color": "#1d4f7c"})
         self.hist.addItem(self.line)
@@ -203,6 +204,8 @@ class ThresholdPlots(QWidget):
         self.roc_curve = self.roc.plot([], [], pen=pg.mkPen("#2e5c8a", width=2))
         self.roc_point = pg.ScatterPlotItem(size=11, brush=pg.mkBrush("#c62828"))
         self.roc.addItem(self.roc_point)
+        self.hist.setMinimumHeight(200)
+        self.roc.setMinimumHeight(200)
         self.auroc_label = QLabel()
         self.auroc_label.setObjectName("AurocLabel")
         self.confusion = QLabel()
@@ -433,7 +436,8 @@ class ColorScale(QLabel):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumSize(150, 34)
+        self.setMinimumSize(120, 34)
+        self.setToolTip("Heat-map colours: the tick marks the threshold")
         self.lut = colormap_lut("inferno")
         self.vmax = 1.0
         self.threshold = 0.5
@@ -452,12 +456,12 @@ class ColorScale(QLabel):
         f.setPointSizeF(8)
         p.setFont(f)
         p.drawText(QRectF(0, 14, 60, 18), Qt.AlignLeft, "0")
-        p.drawText(QRectF(w - 80, 14, 80, 18), Qt.AlignRight, f"{self.vmax:.3g}")
+        p.drawText(QRectF(w - 40, 14, 40, 18), Qt.AlignRight, f"{self.vmax:.3g}")
         if self.vmax > 0 and 0 < self.threshold < self.vmax:
             x = w * self.threshold / self.vmax
             p.setPen(QPen(QColor("#1d4f7c"), 2))
             p.drawLine(int(x), 0, int(x), 14)
-            p.drawText(QRectF(x - 60, 14, 120, 18), Qt.AlignCenter, f"threshold {self.threshold:.3g}")
+            p.drawText(QRectF(x - 25, 14, 50, 18), Qt.AlignCenter, f"{self.threshold:.3g}")
         p.end()
 
 
