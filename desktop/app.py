@@ -81,18 +81,31 @@ def install_excepthook(window, interactive: bool = True) -> None:
     threading.excepthook = thread_hook
 
 
-def install_features() -> None:
+# (module, what it adds). Each module has install(), which registers MainWindow extensions.
+FEATURES = (
+    ("desktop.canvas.gen_studio", "generation panel, mask tools and gallery on the canvas"),
+    ("desktop.editor.ai_studio", "Text AI dock and AI actions in every editor"),
+    ("desktop.inspection", "the QA inspection view (View ▸ Inspection, --view inspection)"),
+)
+
+
+def install_features() -> list[str]:
     """Attach the feature modules (they extend MainWindow, EditorPanel, CanvasPanel).
 
-    Called after the window's first paint: their widgets and imports then never delay it.
+    Called after the window's first paint: their widgets and imports then never delay it. A
+    feature that fails to load is reported and left out; the rest of Lienzo still opens.
+    Returns one line per feature that failed.
     """
-    from desktop.canvas.gen_studio import install as install_image_studio
-    from desktop.editor.ai_studio import install as install_text_studio
-    from desktop.inspection import install as install_inspection
+    import importlib
 
-    install_image_studio()  # generation panel, mask tools and gallery on the canvas
-    install_text_studio()  # Text AI dock and AI actions in every editor
-    install_inspection()  # the QA inspection view (View ▸ Inspection, --view inspection)
+    problems = []
+    for module, _what in FEATURES:
+        try:
+            importlib.import_module(module).install()
+        except Exception as exc:  # a broken feature must not keep the app from starting
+            traceback.print_exc()
+            problems.append(f"{module}: {type(exc).__name__}: {exc}")
+    return problems
 
 
 def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
@@ -167,8 +180,15 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
     def first_paint():
         if probe:
             print(f"lienzo-paint window {time.time():.6f}", flush=True)
-        install_features()
+        problems = install_features()
         window.apply_extensions()
+        if problems:
+            text = "Some parts of Lienzo could not be loaded and are left out"
+            if screenshot:
+                print(f"warning: {text}:\n" + "\n".join(problems), file=sys.stderr)
+            else:
+                ui.error_box(window, AppError(text + ":\n" + "\n".join(problems),
+                                              "The rest works. Please report this."))
         if not screenshot:
             window.restore_window_state(geometry=False)
         if view and view not in window.views:

@@ -114,3 +114,14 @@ def test_excepthook_shows_a_dialog_and_the_app_goes_on(qtbot):
     finally:
         sys.excepthook, threading.excepthook = saved
         window.close()
+
+
+def test_a_broken_feature_is_reported_and_left_out(tmp_path):
+    shot = tmp_path / "shot.png"
+    code = ("import sys; from desktop import app; "
+            "app.FEATURES = app.FEATURES + (('desktop.no_such_feature', 'nothing'),); "
+            f"sys.exit(app.run_gui(screenshot={str(shot)!r}, view='editor'))")
+    result = run(["-c", code])
+    assert result.returncode == 0, result.stderr
+    assert "could not be loaded" in result.stderr and "desktop.no_such_feature" in result.stderr
+    assert shot.exists()
