@@ -383,7 +383,7 @@ class TrainPage(QWidget):
         self.loss_plot.setLabel("bottom", "step")
         self.loss_plot.setLabel("left", "loss")
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#2e5c8a", width=2))
-        self.recon_box = QGroupBox("Live reconstructions (original · reconstruction)")
+        self.recon_box = QGroupBox("Live reconstructions (top: original, bottom: reconstruction)")
         self.recon_grid = QHBoxLayout(self.recon_box)
         self.recon_labels = []
         for _ in range(3):
