@@ -231,6 +231,12 @@ def search(project, query: str, top_k: int = 10, entry=None, mode: str = "hybrid
 
 
 # -- jobs ---------------------------------------------------------------------------------------
+def _cache(cache):
+    from core.models.cache import default_cache
+
+    return cache or default_cache()
+
+
 def index_job(params: dict, ctx, cache=None) -> dict:
     """Job: update the project's passages. params: encoder (folder, default MiniLM)."""
     from core.text.embed import load_encoder
@@ -239,7 +245,8 @@ def index_job(params: dict, ctx, cache=None) -> dict:
         raise AppError("Search needs an open project.", "Open or create a project first.")
     ctx.progress(0, 0, "Loading the sentence encoder…")
     entry = load_encoder(params.get("encoder"), cache)
-    stats = index_project(ctx.project, entry, progress=ctx.progress, cancel_event=ctx.cancel_event)
+    with _cache(cache).guard(entry, "embedding passages"):
+        stats = index_project(ctx.project, entry, progress=ctx.progress, cancel_event=ctx.cancel_event)
     ctx.check_cancelled()
     ctx.metrics.update(stats)
     return stats
@@ -261,7 +268,8 @@ def search_job(params: dict, ctx, cache=None) -> dict:
         ctx.progress(0, 0, "Loading the sentence encoder…")
         entry = load_encoder(params.get("encoder"), cache)
         if not ctx.project.read_only:
-            stats = index_project(ctx.project, entry, progress=ctx.progress, cancel_event=ctx.cancel_event)
+            with _cache(cache).guard(entry, "embedding passages"):
+                stats = index_project(ctx.project, entry, progress=ctx.progress, cancel_event=ctx.cancel_event)
     ctx.check_cancelled()
     hits = search(ctx.project, query, int(params.get("top_k") or 10), entry, mode)
     ctx.metrics.update(hits=len(hits))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 
-from core.errors import AppError, Cancelled
+from core.errors import AppError
 from core.models import registry
 
 TASKS = ("summarize", "translate")
@@ -161,5 +161,3 @@ def summarize_job(params: dict, ctx) -> dict:
 def translate_job(params: dict, ctx) -> dict:
     return run_seq2seq({**params, "task": "translate"}, ctx)
 
-
-__all__ = ["run_seq2seq", "summarize_job", "translate_job", "task_prefix", "split_for_encoder", "Cancelled"]
