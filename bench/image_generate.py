@@ -156,6 +156,8 @@ def main() -> int:
         print(f"CPU time       : bare {b_cpu:.4f} s/step, lienzo {lz_cpu:.4f} s/step -> ratio {b_cpu / lz_cpu:.3f}x "
               "(process CPU time, robust to other load on a shared CPU; wall time is what counts on a GPU)")
         print(f"denoising only (lienzo, between step callbacks): {second.seconds_per_step:.4f} s/step")
+        print(f"fixed cost per image on Lienzo's path (PNG with metadata, checks): "
+              f"{(lz_cpu - b_cpu) * args.steps * 1000:.0f} ms CPU")
         ratio = b / lz
         print(f"speed ratio lienzo/bare (best of {args.repeats}): {ratio:.3f}x  (target >= 0.97x) -> "
               f"{'OK' if ratio >= 0.97 else 'BELOW TARGET'}; median ratio {b_med / lz_med:.3f}x")

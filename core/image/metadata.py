@@ -169,7 +169,9 @@ def png_bytes(image, params: dict) -> bytes:
     info.add_text(A1111_KEY, a1111_text(params))
     info.add_text(LIENZO_KEY, json.dumps(params, ensure_ascii=False, sort_keys=True))
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
+    # Level 1: a third of the default's encoding time (about 20 ms at 512², on the generation's
+    # critical path) for files about 10 % larger.
+    image.save(buf, format="PNG", pnginfo=info, compress_level=1)
     return buf.getvalue()
 
 
