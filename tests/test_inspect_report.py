@@ -177,3 +177,28 @@ def test_bad_inputs_are_clear_errors(tmp_path, project):
         S.train_params("sloppy")
     with pytest.raises(AppError, match="no images to inspect"):
         S.inspect_items(project, {"paths": [str(tmp_path / "empty")]})
+
+
+def test_a_stopped_inspection_keeps_what_it_scored(prepared, project):
+    """Each chunk's results are committed as soon as it is scored: a stop (or a crash) mid-run
+    loses nothing already computed."""
+    from core.inspect import session as S
+
+    runner = JobRunner(project)
+    seen = []
+
+    def listener(event):
+        if event.type == "progress" and isinstance(event.preview, dict) and event.preview.get("run_id"):
+            seen.append(event.preview["done"])
+            event.job.cancel()  # stop after the first chunk
+
+    runner.add_listener(listener)
+    try:
+        handle = runner.submit(S.inspect_job, {"model_id": prepared["model_id"], "dataset_id": prepared["dataset_id"],
+                                               "split": "test", "chunk": 2}, kind="inspect")
+        assert handle.wait(120)
+    finally:
+        runner.shutdown()
+    assert handle.status == "cancelled" and seen[0] == 2
+    assert len(project.inspection_results(handle.run_id)) == 2
+    assert project.get_run(handle.run_id)["status"] == "cancelled"

@@ -446,7 +446,7 @@ def inspect_job(params: dict, ctx) -> dict:
     if run_id is None:
         run_id = project.start_run("inspect", {"model_id": model["id"]}, status="running")
     done, fails, skipped = 0, 0, []
-    chunk_size = 16
+    chunk_size = max(1, int(params.get("chunk", 16)))
     for start in range(0, len(items), chunk_size):
         ctx.check_cancelled()
         part = items[start:start + chunk_size]

@@ -143,6 +143,14 @@ class InspectionView(QWidget):
         if "audit" in tables and self.stack.currentWidget().widget() is self.audit:
             self.audit.refresh()
 
+    def hideEvent(self, event) -> None:
+        # The main window removes (hides) its tabs before it closes the project: a threshold moved
+        # by keyboard less than a second ago is written to the audit trail now.
+        if not self.project.closed:
+            self.state.commit_threshold()
+            self.tabular.state.commit_threshold()
+        super().hideEvent(event)
+
     def shutdown(self) -> None:
         self.data._thumb_timer.stop()
         self.state.commit_threshold()
