@@ -129,6 +129,7 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
     install_excepthook(window, interactive=screenshot is None)
     if screenshot:
         window.resize(width, height)
+        window.job_shutdown_timeout = 0.3  # a screenshot run need not wait for start-up jobs
     else:
         window.restore_window_state(state=False)  # docks: once the features have added theirs
         if size:

@@ -54,6 +54,7 @@ class MainWindow(QMainWindow):
         self.canvas: CanvasPanel | None = None
         self.last_import: dict | None = None
         self._import_jobs: set[int] = set()
+        self.job_shutdown_timeout = 2.0  # seconds to wait for jobs to stop when closing
         self.views: dict[str, Callable[[], None]] = {"editor": self.show_editor_view,
                                                       "canvas": self.show_canvas_view}
 
@@ -257,7 +258,9 @@ class MainWindow(QMainWindow):
             self.signals.deleteLater()
             self.signals = None
         if self.jobs is not None:
-            self.jobs.shutdown(timeout=10)
+            # Jobs are asked to stop; one stuck where it cannot check (a library import, a long
+            # model call) is not waited for long: its later writes fail cleanly on the closed file.
+            self.jobs.shutdown(timeout=self.job_shutdown_timeout)
             self.job_panel.set_jobs(None)
             self.jobs.deleteLater()
             self.jobs = None
