@@ -58,7 +58,9 @@ class ModelPicker(QWidget):
                                    f"{format_bytes(info.size_bytes)} on disk, ~{format_bytes(info.memory_fp32)} "
                                    f"to run on the CPU, ~{format_bytes(info.memory_fp16)} on a GPU",
                                    Qt.ToolTipRole)
-        if not models:
+        if not models and self.kind == "sentence-encoder":
+            self.combo.addItem("all-MiniLM-L6-v2 (bundled default)", None)  # search falls back to it
+        elif not models:
             self.combo.addItem(f"No {KIND_LABELS.get(self.kind, self.kind).lower()} yet — Add…", None)
         index = self.combo.findData(keep) if keep else -1
         self.combo.setCurrentIndex(max(index, 0))
