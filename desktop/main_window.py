@@ -198,6 +198,8 @@ class MainWindow(QMainWindow):
         try:
             project = Project.create(path) if create else Project.open(path, read_only=read_only)
         except AppError as exc:
+            if not create and not path.exists():
+                ui.remove_recent_project(str(path.resolve()))  # gone: drop it from Open recent
             ui.error_box(self, exc, "Could not open the project" if not create
                          else "Could not create the project")
             return False

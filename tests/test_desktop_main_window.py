@@ -201,6 +201,13 @@ def test_recent_projects_geometry_and_export(qtbot, tmp_path, demo_path):
     recent.trigger()
     assert second.project_path == demo_path.resolve()
     second.close()
+    gone = tmp_path / "gone.lienzo"
+    ui.add_recent_project(str(gone))
+    third = MainWindow()
+    qtbot.addWidget(third)
+    assert not third.open_project(gone)  # a project that no longer exists leaves the list
+    assert str(gone) not in ui.recent_projects()
+    third.close()
 
 
 @pytest.mark.parametrize("kind", ["not_sqlite", "newer", "locked"])
