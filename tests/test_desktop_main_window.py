@@ -146,7 +146,19 @@ def test_rename_and_delete_with_confirmation(qtbot, window, demo_path):
     browser = window.browser
     image = window.project.list_images()[0]
     item = browser.find_item("images", image["id"])
-    assert browser.rename_item(item, "Renamed picture")
+    menu = browser.context_menu_for(item)
+    assert [a.text() for a in menu.actions()] == ["Open", "Rename…", "Delete…"]
+
+    def type_name():
+        dialog = QApplication.activeModalWidget()
+        if dialog is None:
+            QTimer.singleShot(10, type_name)
+            return
+        dialog.setTextValue("Renamed picture")
+        dialog.accept()
+
+    QTimer.singleShot(0, type_name)
+    menu.actions()[1].trigger()  # Rename… asks for the name in a dialog
     assert window.project.get_image(image["id"])["name"] == "Renamed picture"
     assert browser.find_item("images", image["id"]).text(0) == "Renamed picture"
     # Cancel keeps it; confirming deletes it.

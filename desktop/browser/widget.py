@@ -219,20 +219,25 @@ class ProjectBrowser(QWidget):
 
     def _context_menu(self, pos: QPoint) -> None:
         item = self.tree.itemAt(pos)
-        if item is None or self.project is None:
-            return
+        menu = self.context_menu_for(item) if item is not None else None
+        if menu is not None and not menu.isEmpty():
+            menu.exec(self.tree.viewport().mapToGlobal(pos))
+
+    def context_menu_for(self, item: QTreeWidgetItem) -> QMenu | None:
+        """The menu for an item: open, rename, delete (runs are history: they stay)."""
+        if self.project is None:
+            return None
         kind = item.data(0, KIND_ROLE)
         menu = QMenu(self)
         if kind == "category":
             menu.addAction(ui.icon("import"), "Import files…", lambda: self.import_requested.emit([]))
-        else:
-            if kind in ("documents", "images"):
-                menu.addAction("Open", lambda: self._activated(item))
-            if kind != "runs":
-                menu.addAction("Rename…", lambda: self.rename_item(item))
-                menu.addAction("Delete…", lambda: self.delete_item(item))
-        if not menu.isEmpty():
-            menu.exec(self.tree.viewport().mapToGlobal(pos))
+            return menu
+        if kind in ("documents", "images"):
+            menu.addAction("Open", lambda: self._activated(item))
+        if kind != "runs" and not self.project.read_only:
+            menu.addAction("Rename…", lambda: self.rename_item(item))
+            menu.addAction("Delete…", lambda: self.delete_item(item))
+        return menu
 
     def _name(self, item: QTreeWidgetItem) -> str:
         return item.text(0)
