@@ -128,8 +128,7 @@ class JobPanel(QWidget):
         self._ticker.setInterval(1000)
         self._ticker.timeout.connect(self._tick)
         self.jobs: QtJobs | None = None
-        if jobs is not None:
-            self.set_jobs(jobs)
+        self.set_jobs(jobs)
 
     def set_jobs(self, jobs: QtJobs | None) -> None:
         """Follow another runner (when another project is opened); the list starts empty."""

@@ -132,6 +132,14 @@ def test_queued_job_cancelled_before_start_and_clear_finished(jobs, qtbot):
     assert panel.empty_label.isVisible()
 
 
+def test_empty_panel_shows_only_its_explanation(qtbot):
+    panel = JobPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    assert panel.empty_label.isVisible()
+    assert not panel.tree.isVisible() and not panel.clear_button.isVisible()
+
+
 def test_panel_final_states_match_core():
     import core.jobs
     import desktop.jobs_qt
