@@ -104,10 +104,23 @@ def test_browser_opens_items_and_refreshes_on_changes_from_other_threads(qtbot, 
     window.browser.tree.itemActivated.emit(window.browser.find_item("images", image["id"]), 0)
     assert window.canvas.current_image_id == image["id"]
     # A write from a worker thread reaches the browser through the queued signal.
-    worker = threading.Thread(target=lambda: window.project.create_document("From a thread"))
+    def writes():
+        project = window.project
+        project.create_document("From a thread")
+        project.create_dataset("Good parts", kind="images")
+        project.register_model("vae", "Inspector v1", "/models/inspector", {"model.safetensors": "0" * 64})
+        project.update_run(project.start_run("train", {"epochs": 1}), status="done")
+
+    worker = threading.Thread(target=writes)
     worker.start()
     worker.join()
-    qtbot.waitUntil(lambda: window.browser.count("documents") == 3, timeout=2000)
+    browser = window.browser
+    qtbot.waitUntil(lambda: browser.count("documents") == 3, timeout=2000)
+    assert browser.categories["datasets"].text(0) == "Datasets (1)"
+    assert browser.categories["models"].text(0) == "Models (1)"
+    assert browser.categories["runs"].text(0) == "Runs (1)"
+    assert browser.categories["runs"].child(0).text(0) == "train #1 · done"
+    assert [a.text() for a in browser.context_menu_for(browser.categories["runs"].child(0)).actions()] == []
 
 
 def test_drop_files_imports_and_lists_skipped_files_with_reasons(qtbot, window, tmp_path):
