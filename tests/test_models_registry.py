@@ -220,3 +220,10 @@ def test_out_of_memory_becomes_app_error_and_unloads(tiny):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert "Out of memory" in err.value.message and "smaller model" in err.value.hint
     assert entry.key not in cache
+
+
+def test_hub_download_is_explicit_and_off_while_offline(monkeypatch):
+    # Only an explicit user action downloads; with HF_HUB_OFFLINE=1 (as in tests) it says so, no network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AppError, match="Downloads are switched off"):
+        registry.download_from_hub("sentence-transformers/all-MiniLM-L6-v2")
