@@ -293,8 +293,10 @@ def test_tabular_flow(qtbot, opened, shared_data, tmp_path):
     anomalies = [ln for ln in lines[1:] if ln.endswith(",1")][:20]
     csv_path = tmp_path / "thyroid.csv"
     csv_path.write_text("\n".join([lines[0]] + normal + anomalies) + "\n")
-    page = opened.show_step("tabular")
-    wait_job(qtbot, page.import_csv(str(csv_path)))
+    # a CSV imported on the Data step opens the tabular flow
+    wait_job(qtbot, opened.show_step("data").import_csv(str(csv_path)))
+    page = opened.tabular
+    assert opened.stack.currentWidget().widget() is page
     assert page.datasets.currentText().startswith("thyroid")
     handle = page.train({"epochs": 15, "time_budget": 10})
     wait_job(qtbot, handle)
