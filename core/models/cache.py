@@ -45,10 +45,17 @@ def choose_device(prefer: str | None = None):
     """
     import torch
 
-    from core import device as core_device
-
-    # core.device picks the device (and sets CPU threads to the physical cores); we pick the precision.
-    device = core_device.choose_device(prefer or os.environ.get("LIENZO_DEVICE") or "auto")
+    preference = prefer or os.environ.get("LIENZO_DEVICE") or "auto"
+    try:
+        from core import device as core_device
+    except ImportError:  # core.device belongs to another part of the house; keep working without it
+        if preference.startswith("cuda") and not torch.cuda.is_available():
+            raise AppError("No CUDA GPU is available.", "Use the CPU, or check the NVIDIA driver and the torch build.")
+        use_cuda = preference != "cpu" and torch.cuda.is_available()
+        device = torch.device(preference if preference.startswith("cuda") else "cuda") if use_cuda else torch.device("cpu")
+    else:
+        # core.device picks the device (and sets CPU threads to the physical cores); we pick the precision.
+        device = core_device.choose_device(preference)
     if device.type != "cuda":
         return "cpu", torch.float32
     return str(device), (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
