@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 
 from core.project import Project
-from desktop.editor import EditorPanel, VersionHistoryDialog, count_words
+from desktop.editor import EditorPanel, count_words
 
 ROOT = Path(__file__).resolve().parents[1]
 
