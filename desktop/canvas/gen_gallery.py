@@ -125,7 +125,8 @@ class GalleryPanel(QWidget):
             except AppError:
                 continue  # deleted meanwhile
             icon = QIcon(QPixmap.fromImage(thumb)) if not thumb.isNull() else ui.icon("image")
-            label = f"seed {params.get('seed')}" if params.get("seed") is not None else "imported"
+            # Seeds are long; the start of the prompt tells the pictures apart (details below the list).
+            label = (params.get("prompt") or "").strip().split("\n")[0][:18] or f"#{image_id}"
             item = QListWidgetItem(icon, label)
             item.setData(Qt.UserRole, image_id)
             item.setToolTip(describe(params))
