@@ -327,6 +327,32 @@ def _fresh_folder(base: Path) -> Path:
     return out
 
 
+def new_training(dataset: dict, preset: str, overrides: dict | None = None, name: str | None = None) -> dict:
+    """Job params for a training, with its model folder chosen now: the run row then records
+    where the resume checkpoint lives, so an interrupted training can go on from it."""
+    name = name or f"{dataset['name']} {preset} {time.strftime('%Y%m%d-%H%M%S')}"
+    out = _fresh_folder(paths.models_dir() / "inspector" / re.sub(r"[^\w-]", "_", name))
+    return {"dataset_id": dataset["id"], "preset": preset, "overrides": dict(overrides or {}), "name": name,
+            "out": str(out)}
+
+
+def resumable_training(project) -> dict | None:
+    """The latest image training that stopped early (crash, cancel, failure) and left a resume
+    checkpoint behind, as {run_id, params, step}; None when there is none."""
+    for run in project.list_runs("inspect.train"):
+        if run["status"] == "done":
+            return None
+        out = (run.get("params") or {}).get("out")
+        meta = Path(out) / "checkpoint" / "checkpoint.json" if out else None
+        if run["status"] in ("interrupted", "cancelled", "failed") and meta and meta.is_file():
+            try:
+                step = int(json.loads(meta.read_text()).get("step", 0))
+            except (OSError, ValueError):
+                continue
+            return {"run_id": run["id"], "params": run["params"], "step": step}
+    return None
+
+
 def train_job(params: dict, ctx) -> dict:
     """Job: params dataset_id, preset, overrides, name. Registers the model in the project with
     its metrics on the labelled test items (when there are any)."""
@@ -350,7 +376,8 @@ def train_job(params: dict, ctx) -> dict:
               "flips": p["flips"], "rot90": p["rot90"], "arch": {"latent": int(p["latent"])},
               "seed": int(p.get("seed", 0)),
               # Frequent checkpoints: resume after a crash, and the live reconstructions.
-              "checkpoint_every_s": max(2.0, float(p.get("time_budget") or 60) / 15)}
+              "checkpoint_every_s": float(p.get("checkpoint_every_s")
+                                          or min(10.0, max(2.0, float(p.get("time_budget") or 60) / 15)))}
     started = time.monotonic()
     scan = D.scan(data_dir)
     D.require_good(scan.train, scan.root)

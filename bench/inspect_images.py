@@ -1,0 +1,165 @@
+"""Image inspector benchmark: ours vs a textbook conv VAE, same data, same wall-clock budget.
+
+For each data set (MVTec layout under ../shared/data/qa): train on train/good within the budget,
+score test/ (good + defects), print image AUROC, pixel AUROC, AUPRO, F1 at the calibrated
+threshold, train and inference images/s, and the inference rate of the whole scoring pipeline vs
+a bare forward pass of the same network on the same tensors (target >= 0.9x).
+
+Usage: .venv/bin/python bench/inspect_images.py [--budget 600] [--sets magnetic_tile deeppcb] [--json OUT]
+Long: start it with nohup into bench/out/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import core.inspect  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads: see there)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.device import set_cpu_threads  # noqa: E402
+from core.jobs import JobRunner  # noqa: E402
+
+# Per data set: the model scale (grey; the tiles are grey, the boards binary).
+SETTINGS = {
+    "magnetic_tile": {"image_size": 128, "patch": 64},
+    "deeppcb": {"image_size": 256, "patch": 64},
+}
+
+
+def _train(params):
+    from core.inspect import train
+
+    runner = JobRunner()
+    last = [0.0]
+
+    def listener(e):
+        if e.type == "progress" and time.monotonic() - last[0] > 30:
+            last[0] = time.monotonic()
+            print(f"    [{e.step}/{e.total}] {e.message}", file=sys.stderr, flush=True)
+
+    runner.add_listener(listener)
+    h = runner.submit(train.run, params, kind="bench.train")
+    h.wait()
+    runner.shutdown(cancel=False)
+    if h.error:
+        raise h.error
+    return h.result
+
+
+def bare_forward_rate(insp, x, repeats=1):
+    """Images/s of the network alone (same batches, same device, inference mode)."""
+    net, dev = insp.net, insp.device
+    with torch.inference_mode():
+        net(x[: insp.batch].to(dev))  # warm-up
+        t0 = time.monotonic()
+        for _ in range(repeats):
+            for i in range(0, x.shape[0], insp.batch):
+                net(x[i:i + insp.batch].to(dev))
+        return repeats * x.shape[0] / (time.monotonic() - t0)
+
+
+def pipeline_rate(insp, x, repeats=1):
+    insp.score_tensor(x[: insp.batch], keep_maps=False)
+    t0 = time.monotonic()
+    for _ in range(repeats):
+        insp.score_tensor(x, keep_maps=False)
+    return repeats * x.shape[0] / (time.monotonic() - t0)
+
+
+def run_set(name, root: Path, budget: float, seed: int, workdir: Path) -> dict:
+    from core.inspect import data as D
+    from core.inspect.evaluate import evaluate
+    from core.inspect.score import Inspector
+
+    out = {}
+    for variant in ("ours", "baseline"):
+        s = SETTINGS.get(name, {"image_size": 128, "patch": 64})
+        params = {"data": str(root), "out": str(workdir / f"{name}_{variant}"), "time_budget": budget,
+                  "seed": seed, "device": "cpu", "baseline": variant == "baseline", "resume": False, **s}
+        print(f"  training {variant} on {name} for {budget:.0f} s …", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        res = _train(params)
+        train_wall = time.monotonic() - t0
+        insp = Inspector.load(params["out"], "cpu")
+        t0 = time.monotonic()
+        ev = evaluate(insp, root)
+        eval_wall = time.monotonic() - t0
+        # Pipeline vs bare network on the same preprocessed tensors (a sample of 64 test images).
+        sample = [i.path for i in D.scan(root).test][::max(1, len(ev["_items"]) // 64)][:64]
+        arrays, _, _ = D.load_batch(sample, insp.prep)
+        x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
+        # Alternate the two measurements and keep each one's best: the cores are shared.
+        bare = max(bare_forward_rate(insp, x) for _ in range(3))
+        pipe = max(pipeline_rate(insp, x) for _ in range(3))
+        bare = max(bare, bare_forward_rate(insp, x))
+        out[variant] = {
+            "image_auroc": ev["image_auroc"], "pixel_auroc": ev["pixel_auroc"], "aupro": ev["aupro"],
+            "f1": ev["f1"], "threshold": ev["threshold"], "pass_rate_good": ev["pass_rate_good"],
+            "catch_rate_defect": ev["catch_rate_defect"],
+            "per_defect": {k: {kk: vv for kk, vv in v.items()} for k, v in ev["per_defect"].items()},
+            "train_steps": res["steps"], "train_seconds": res["train_seconds"],
+            "train_images_per_s": res["train_images_per_s"], "train_wall_s": round(train_wall, 1),
+            "infer_images_per_s_end_to_end": round(len(ev["_items"]) / (ev["load_seconds"] + ev["score_seconds"]), 2),
+            "infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
+            "pipeline_vs_bare": round(pipe / bare, 3), "eval_wall_s": round(eval_wall, 1),
+            "image_size": s["image_size"],
+        }
+        print(f"  {variant}: {json.dumps({k: v for k, v in out[variant].items() if k != 'per_defect'})}",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def fmt(v):
+    return "  n/a" if v is None else f"{v:.3f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "qa"))
+    ap.add_argument("--sets", nargs="+", default=["magnetic_tile", "deeppcb"])
+    ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model (<= 600)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    args = ap.parse_args(argv)
+    threads = set_cpu_threads()
+    print(f"torch {torch.__version__}, {threads} CPU threads, budget {args.budget:.0f} s per model", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sets:
+            root = Path(args.data) / name
+            if not root.is_dir():
+                print(f"{root} is absent; skipped", flush=True)
+                continue
+            results[name] = run_set(name, root, args.budget, args.seed, Path(tmp))
+    print()
+    print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} "
+          f"{'train img/s':>11s} {'infer img/s':>11s} {'pipe/bare':>9s}")
+    for name, r in results.items():
+        for variant in ("ours", "baseline"):
+            v = r[variant]
+            print(f"{name:14s} {variant:9s} {fmt(v['image_auroc']):>9s} {fmt(v['pixel_auroc']):>9s} "
+                  f"{fmt(v['aupro']):>6s} {fmt(v['f1']):>6s} {v['train_images_per_s']:11.2f} "
+                  f"{v['infer_images_per_s_pipeline']:11.2f} {v['pipeline_vs_bare']:9.3f}")
+        o, b = r["ours"], r["baseline"]
+        if o["image_auroc"] and b["image_auroc"]:
+            print(f"{name:14s} ratio ours/baseline image AUROC {o['image_auroc'] / b['image_auroc']:.3f}"
+                  + (f", pixel AUROC {o['pixel_auroc'] / b['pixel_auroc']:.3f}"
+                     if o["pixel_auroc"] and b["pixel_auroc"] else ""))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Evaluating an image inspector on a labelled data set (MVTec layout test split, or plain folders)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from core.errors import AppError
+from core.inspect import data as D
+from core.inspect.metrics import image_metrics
+
+
+def eval_items(ds: D.DataSet):
+    items = ds.test if ds.test else []
+    if not items:
+        raise AppError(f"'{ds.root}' has no labelled images to evaluate.",
+                       "Use an MVTec-style folder (test/good, test/<defect>) or good/ and defect sub-folders.")
+    return items
+
+
+def evaluate(insp, data, ctx=None, with_aupro: bool = True, limit: int | None = None) -> dict:
+    ds = D.scan(data)
+    items = eval_items(ds)
+    if limit:
+        items = items[:limit]
+    size = int(insp.prep["size"])
+    t0 = time.monotonic()
+    arrays, _, skipped = D.load_batch([i.path for i in items], insp.prep)
+    t_load = time.monotonic() - t0
+    ok = [(a, i) for a, i in zip(arrays, items) if a is not None]
+    if not ok:
+        raise AppError("None of the images to evaluate could be read.", "Check the data folder.")
+    x = torch.from_numpy(np.stack([a for a, _ in ok]))
+    t1 = time.monotonic()
+    scores, maps = insp.score_tensor(x, keep_maps=True)
+    t_score = time.monotonic() - t1
+    labels = [0 if i.is_good else 1 for _, i in ok]
+    types = [i.label for _, i in ok]
+    masks = np.stack([D.read_mask(i.mask, (size, size)) for _, i in ok])
+    has_any_mask = any(i.mask is not None for _, i in ok if not i.is_good)
+    thr = __import__("core.inspect.score", fromlist=["effective_threshold"]).effective_threshold(
+        insp.calibration, insp.sensitivity)
+    res = image_metrics(scores.numpy(), labels, types, thr, maps.numpy() if has_any_mask else None,
+                        masks if has_any_mask else None, with_aupro=with_aupro)
+    res.update({"skipped": [{"path": p, "reason": r} for p, r in skipped],
+                "infer_images_per_s": round(len(ok) / max(t_score, 1e-9), 2),
+                "load_seconds": round(t_load, 2), "score_seconds": round(t_score, 2)})
+    res["_scores"] = scores.numpy()
+    res["_items"] = [i for _, i in ok]
+    return res

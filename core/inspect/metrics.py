@@ -1,0 +1,92 @@
+"""Inspection metrics with scikit-learn's ROC code: image AUROC, pixel AUROC, AUPRO (per-region
+overlap up to 30 % false-positive rate), F1 at the threshold, pass/catch rates, per defect type."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_PIXELS_FOR_AUROC = 8_000_000
+
+
+def _auroc(y, s):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    if y.size == 0 or y.min() == y.max():
+        return None
+    return float(roc_auc_score(y, s))
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray, seed: int = 0):
+    """maps, masks: (N, H, W). Uniform subsample beyond 8 M pixels (unbiased, deterministic)."""
+    s, y = maps.reshape(-1), masks.reshape(-1)
+    if s.size > MAX_PIXELS_FOR_AUROC:
+        idx = np.random.default_rng(seed).choice(s.size, MAX_PIXELS_FOR_AUROC, replace=False)
+        s, y = s[idx], y[idx]
+    return _auroc(y.astype(np.uint8), s.astype(np.float32))
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int = 200):
+    """Area under the per-region-overlap curve up to max_fpr, normalised to [0, 1]."""
+    from scipy import ndimage
+
+    regions = []
+    for m, msk in zip(maps, masks):
+        if not msk.any():
+            continue
+        lab, n = ndimage.label(msk)
+        for r in range(1, n + 1):
+            regions.append(np.sort(m[lab == r]))
+    if not regions:
+        return None
+    normal = np.sort(maps[~masks.astype(bool)].reshape(-1))
+    if normal.size == 0:
+        return None
+    # Thresholds from the normal-pixel quantiles covering FPR 0..max_fpr.
+    fprs = np.linspace(0, max_fpr, steps)
+    thrs = np.quantile(normal, 1 - fprs)
+    real_fpr = 1 - np.searchsorted(normal, thrs, side="left") / normal.size
+    pros = np.array([np.mean([1 - np.searchsorted(r, t, side="left") / r.size for r in regions]) for t in thrs])
+    order = np.argsort(real_fpr)
+    x, yv = real_fpr[order], pros[order]
+    keep = x <= max_fpr
+    x, yv = x[keep], yv[keep]
+    if x.size < 2:
+        return None
+    return float(np.trapezoid(yv, x) / max_fpr)
+
+
+def image_metrics(scores, labels, types, threshold, maps=None, masks=None, with_aupro=True) -> dict:
+    """scores (N,), labels 0 good / 1 defect, types per item ("good" or defect type)."""
+    from sklearn.metrics import f1_score
+
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=int)
+    pred = (s >= threshold).astype(int)
+    good, bad = y == 0, y == 1
+    out = {
+        "n_images": int(y.size), "n_good": int(good.sum()), "n_defect": int(bad.sum()),
+        "image_auroc": _auroc(y, s),
+        "f1": float(f1_score(y, pred, zero_division=0)) if bad.any() else None,
+        "threshold": float(threshold),
+        "pass_rate_good": float((pred[good] == 0).mean()) if good.any() else None,
+        "catch_rate_defect": float((pred[bad] == 1).mean()) if bad.any() else None,
+        "pixel_auroc": None, "aupro": None,
+    }
+    has_masks = masks is not None and maps is not None and masks[bad].any() if bad.any() and masks is not None else False
+    if has_masks:
+        out["pixel_auroc"] = pixel_auroc(maps, masks)
+        if with_aupro:
+            out["aupro"] = aupro(maps, masks)
+    per = {}
+    types = list(types)
+    for t in sorted({t for t in types if t != "good"}):
+        sel = np.array([tt == t for tt in types])
+        sub = sel | good
+        entry = {"count": int(sel.sum()), "catch_rate": float((pred[sel] == 1).mean()),
+                 "image_auroc": _auroc(y[sub], s[sub])}
+        if has_masks and masks[sel].any():
+            entry["pixel_auroc"] = pixel_auroc(maps[sel], masks[sel])
+        per[t] = entry
+    out["per_defect"] = per
+    return out

@@ -1,0 +1,175 @@
+"""The networks: a fully convolutional VAE for images (with an optional segmentation head) and a
+plain "textbook" conv VAE kept as the benchmark baseline. Each is built from a plain config dict
+that is saved in the model folder's config.json, so a folder rebuilds exactly the same network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEFAULT_ARCH = {
+    "type": "spatial_vae",
+    "channels": 1,        # 1 grey, 3 colour
+    "width": 16,          # channels of the first stage, doubled at each downsampling
+    "depth": 3,           # stride-2 stages: latent map is 1/2**depth of the input
+    "latent": 16,         # latent channels per latent position
+    "seg_head": True,     # discriminative head trained on synthetic defects (DRAEM-style)
+    "seg_width": 16,
+}
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.LeakyReLU(0.2, inplace=True))
+
+
+class SpatialVAE(nn.Module):
+    """Conv VAE whose latent is a small feature map (so any input size works and local structure
+    stays local). The decoder has no skip connections: it can only redraw what the latent holds,
+    which is what makes the reconstruction a "good part" prior. An optional head compares input
+    and reconstruction and predicts a defect probability per pixel.
+    """
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        a = {**DEFAULT_ARCH, **arch}
+        self.arch = a
+        c, w, d, z = a["channels"], a["width"], a["depth"], a["latent"]
+        enc = [_block(c, w)]
+        ch = w
+        for i in range(d):
+            nxt = min(w * 2 ** (i + 1), 256)
+            enc += [_block(ch, nxt, 2), _block(nxt, nxt)]
+            ch = nxt
+        self.encoder = nn.Sequential(*enc)
+        self.to_stats = nn.Conv2d(ch, 2 * z, 1)
+        dec = [nn.Conv2d(z, ch, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for i in reversed(range(d)):
+            nxt = w * 2 ** i if i > 0 else w
+            nxt = min(nxt, 256)
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), _block(ch, nxt), _block(nxt, nxt)]
+            ch = nxt
+        dec += [nn.Conv2d(ch, c, 3, 1, 1)]
+        self.decoder = nn.Sequential(*dec)
+        self.seg = None
+        if a["seg_head"]:
+            s = a["seg_width"]
+            # Input, reconstruction and their difference; one stride-2 stage widens the view.
+            self.seg = nn.ModuleDict({
+                "inp": _block(3 * c, s),
+                "down": nn.Sequential(_block(s, 2 * s, 2), _block(2 * s, 2 * s),
+                                      nn.Conv2d(2 * s, 2 * s, 3, 1, 2, dilation=2),
+                                      nn.BatchNorm2d(2 * s), nn.LeakyReLU(0.2, inplace=True)),
+                "up": _block(3 * s, s),
+                "out": nn.Conv2d(s, 1, 1),
+            })
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (self.arch["depth"] + (1 if self.seg is not None else 0))
+
+    def encode(self, x):
+        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+    def segment(self, x, recon):
+        h0 = self.seg["inp"](torch.cat([x, recon, (x - recon).abs()], 1))
+        h1 = self.seg["down"](h0)
+        h1 = F.interpolate(h1, size=h0.shape[-2:], mode="nearest")
+        return self.seg["out"](self.seg["up"](torch.cat([h0, h1], 1)))
+
+    def forward(self, x, sample: bool = False):
+        mu, logvar = self.encode(x)
+        zlat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        recon = self.decoder(zlat)
+        seg = self.segment(x, recon) if self.seg is not None else None
+        return recon, mu, logvar, seg
+
+
+class TextbookVAE(nn.Module):
+    """The usual baseline: conv encoder, dense latent vector, conv decoder; fixed input size."""
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        self.arch = dict(arch)
+        c, w, size, z = arch["channels"], arch.get("width", 32), arch["size"], arch.get("latent", 128)
+        d = int(math.log2(size)) - 3  # down to 8x8
+        enc, ch = [], c
+        for i in range(d):
+            nxt = min(w * 2 ** i, 256)
+            enc += [nn.Conv2d(ch, nxt, 4, 2, 1), nn.BatchNorm2d(nxt), nn.LeakyReLU(0.2, inplace=True)]
+            ch = nxt
+        self.encoder = nn.Sequential(*enc, nn.Flatten())
+        self.ch = ch
+        self.fc_mu = nn.Linear(ch * 64, z)
+        self.fc_lv = nn.Linear(ch * 64, z)
+        self.fc_dec = nn.Linear(z, ch * 64)
+        dec = []
+        for i in reversed(range(d)):
+            nxt = min(w * 2 ** (i - 1), 256) if i > 0 else w
+            dec += [nn.ConvTranspose2d(ch, nxt, 4, 2, 1), nn.BatchNorm2d(nxt), nn.LeakyReLU(0.2, inplace=True)]
+            ch = nxt
+        dec += [nn.Conv2d(ch, c, 3, 1, 1)]
+        self.decoder = nn.Sequential(*dec)
+
+    multiple = 1
+    seg = None
+
+    def forward(self, x, sample: bool = False):
+        h = self.encoder(x)
+        mu, logvar = self.fc_mu(h), self.fc_lv(h).clamp(-10, 10)
+        zlat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        recon = self.decoder(self.fc_dec(zlat).view(-1, self.ch, 8, 8))
+        return recon, mu, logvar, None
+
+
+def build(arch: dict) -> nn.Module:
+    kind = arch.get("type", "spatial_vae")
+    if kind == "spatial_vae":
+        return SpatialVAE(arch)
+    if kind == "textbook_vae":
+        return TextbookVAE(arch)
+    raise ValueError(f"unknown architecture type {kind!r}")
+
+
+def kl_divergence(mu, logvar):
+    """KL(q(z|x) || N(0, I)), mean over latent elements."""
+    return 0.5 * torch.mean(mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def gaussian_kernel(sigma: float, device=None):
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def blur(x, sigma: float):
+    """Separable Gaussian blur of a (N, C, H, W) tensor, reflect-padded."""
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel(sigma, x.device).to(x.dtype)
+    r = k.numel() // 2
+    c = x.shape[1]
+    pad_h = min(r, x.shape[-1] - 1)
+    pad_v = min(r, x.shape[-2] - 1)
+    kh = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    kv = k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    if pad_h == r:
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kh, groups=c)
+    if pad_v == r:
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), kv, groups=c)
+    return x
+
+
+def ssim_map(a, b, sigma: float = 1.5, c1: float = 0.01 ** 2 * 16, c2: float = 0.03 ** 2 * 16):
+    """Per-pixel SSIM of two (N, C, H, W) tensors in the normalised range (about [-2, 2])."""
+    mu_a, mu_b = blur(a, sigma), blur(b, sigma)
+    saa = blur(a * a, sigma) - mu_a ** 2
+    sbb = blur(b * b, sigma) - mu_b ** 2
+    sab = blur(a * b, sigma) - mu_a * mu_b
+    return ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))

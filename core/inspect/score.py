@@ -1,0 +1,215 @@
+"""Scoring with a trained inspector: anomaly map per pixel, image score, calibrated threshold,
+normalised score (threshold -> 0.5) and PASS/FAIL. Everything it needs comes from config.json, so
+a reloaded model scores exactly as it did right after training.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core import device as devices
+from core.errors import AppError
+from core.inspect import data as D
+from core.inspect import model as M
+from core.inspect import store
+
+
+def calibrate(good_scores, defect_scores=(), defect_labels=()) -> dict:
+    """Threshold from held-out good scores (mean + 3 sd, at least their maximum's midpoint), or the
+    F1-optimal one when labelled images (good and defective) are available."""
+    good = np.asarray(good_scores, dtype=np.float64)
+    mean = float(good.mean()) if good.size else 0.0
+    sd = float(good.std()) if good.size > 1 else abs(mean) * 0.1
+    # A floor on the spread: a few held-out images can agree by chance far more than good parts do.
+    sd = max(sd, 1e-6, abs(mean) * 0.05)
+    labels = np.asarray(list(defect_labels), dtype=int)
+    method = "good_holdout"
+    thr = mean + 3.0 * sd
+    if labels.size and labels.min() != labels.max() or (labels.size and labels.max() == 1 and good.size):
+        from sklearn.metrics import precision_recall_curve
+
+        scores = np.concatenate([good, np.asarray(defect_scores, dtype=np.float64)])
+        y = np.concatenate([np.zeros(good.size, int), labels])
+        if y.min() != y.max():
+            prec, rec, thrs = precision_recall_curve(y, scores)
+            f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
+            best = int(np.argmax(f1))
+            thr, method = float(thrs[best]) - 1e-9, "f1_optimal"
+    return {"threshold": float(thr), "scale": float(sd), "good_mean": mean, "good_sd": float(sd),
+            "method": method, "n_good": int(good.size), "n_labelled": int(labels.size)}
+
+
+def normalised(scores, calibration: dict, sensitivity: float = 0.5):
+    """Map raw scores so the (sensitivity-moved) threshold is 0.5. Higher sensitivity -> more FAIL."""
+    s = np.asarray(scores, dtype=np.float64)
+    thr = effective_threshold(calibration, sensitivity)
+    z = (s - thr) / max(calibration["scale"], 1e-12)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def effective_threshold(calibration: dict, sensitivity: float = 0.5) -> float:
+    if not 0.0 <= sensitivity <= 1.0:
+        raise AppError(f"Sensitivity {sensitivity} is outside 0..1.", "Use 0.5 (default), higher to catch more.")
+    # 0.5 keeps the calibrated threshold; each 0.1 moves it by 0.6 good-score standard deviations.
+    return float(calibration["threshold"] - (sensitivity - 0.5) * 6.0 * calibration["scale"])
+
+
+class Inspector:
+    """A trained image model ready to score. Build with Inspector.load(folder) or from training."""
+
+    def __init__(self, net, config: dict, device=None, stats: dict | None = None):
+        self.net = net.eval()
+        self.config = config
+        self.device = device or torch.device("cpu")
+        self.prep = config["preprocess"]
+        self.batch = 16
+        # Per-position statistics of the map over good images (None until fitted).
+        self.stats = {k: v.to(self.device) for k, v in stats.items()} if stats else None
+
+    @classmethod
+    def load(cls, folder, device: str = "auto") -> "Inspector":
+        config, tensors = store.load_model(folder)
+        if config.get("task") != "image":
+            raise AppError(f"'{folder}' is a {config.get('task')} model, not an image inspector.",
+                           "Use 'lienzo inspect eval-table' for tabular models.")
+        dev = devices.choose_device(device)
+        net = M.build(config["arch"])
+        stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("stats.")}
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise AppError(f"The weights in '{folder}' do not fit the architecture in config.json.",
+                           "The folder is inconsistent; retrain or copy it again.") from exc
+        insp = cls(net.to(dev), config, dev, stats or None)
+        insp.folder = Path(folder)
+        return insp
+
+    @property
+    def calibration(self) -> dict:
+        return self.config["calibration"]
+
+    @property
+    def sensitivity(self) -> float:
+        return float(self.config.get("sensitivity", 0.5))
+
+    # -- the maps --------------------------------------------------------------------------------
+    def _maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
+        mode = self.config["map"]["mode"]
+        with devices.autocast(self.device):
+            recon, _, _, seg = self.net(x)
+        if mode == "seg":
+            amap = torch.sigmoid(seg.float())
+        else:
+            amap = (x - recon.float()).pow(2).mean(1, keepdim=True)
+        sigma = float(self.config["map"].get("sigma", 0))
+        if sigma > 0:
+            amap = M.blur(amap, sigma)
+        amap = amap[:, 0]
+        if self.stats is not None:
+            # Where good parts themselves vary (edges, streaks), a high raw value means less.
+            amap = (amap - self.stats["mean"]) / self.stats["std"]
+        return amap
+
+    @torch.inference_mode()
+    def fit_position_stats(self, x: torch.Tensor) -> None:
+        """Per-position mean/sd of the map over good images (smoothed, with a floor)."""
+        self.stats = None
+        _, maps = self.score_tensor(x, keep_maps=True)
+        mean = maps.mean(0)
+        sd = maps.std(0) if maps.shape[0] > 1 else torch.ones_like(mean)
+        mean = M.blur(mean[None, None], 2.0)[0, 0]
+        sd = M.blur(sd[None, None], 2.0)[0, 0]
+        sd = sd + 0.1 * sd.mean() + 1e-6
+        self.stats = {"mean": mean.to(self.device), "std": sd.to(self.device)}
+
+    def tensors(self) -> dict:
+        out = dict(self.net.state_dict())
+        if self.stats is not None:
+            out.update({f"stats.{k}": v.cpu() for k, v in self.stats.items()})
+        return out
+
+    def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
+        how = self.config["map"].get("score", "max")
+        flat = maps.flatten(1)
+        if how == "max":
+            return flat.amax(1)
+        if how.startswith("top"):  # mean of the top fraction, e.g. "top0.01"
+            k = max(1, int(flat.shape[1] * float(how[3:])))
+            return flat.topk(k, dim=1).values.mean(1)
+        raise AppError(f"Unknown score rule '{how}' in config.json.", "Retrain the model.")
+
+    @torch.inference_mode()
+    def score_tensor(self, x: torch.Tensor, keep_maps: bool = True):
+        """Score preprocessed images; returns (scores (N,), maps (N, S, S) or None) on CPU."""
+        scores, maps = [], []
+        with devices.oom_guard("Inspection"):
+            for i in range(0, x.shape[0], self.batch):
+                xb = x[i:i + self.batch].to(self.device, non_blocking=True)
+                m = self._maps(xb)
+                scores.append(self._image_scores(m).cpu())
+                if keep_maps:
+                    maps.append(m.cpu())
+        s = torch.cat(scores) if scores else torch.zeros(0)
+        return s, (torch.cat(maps) if keep_maps and maps else None)
+
+    def verdicts(self, scores, sensitivity: float | None = None):
+        sens = self.sensitivity if sensitivity is None else sensitivity
+        norm = normalised(scores, self.calibration, sens)
+        return norm, ["FAIL" if v >= 0.5 else "PASS" for v in norm]
+
+    def inspect_paths(self, paths, sensitivity: float | None = None, keep_maps: bool = False,
+                      progress=None, check_cancelled=None):
+        """Score image files in chunks. Returns (rows, maps by path or None, skipped)."""
+        rows, maps_out, skipped = [], {}, []
+        paths = [Path(p) for p in paths]
+        chunk = 64
+        for start in range(0, len(paths), chunk):
+            if check_cancelled:
+                check_cancelled()
+            part = paths[start:start + chunk]
+            arrays, shapes, skip = D.load_batch(part, self.prep)
+            skipped += skip
+            ok = [(p, a, s) for p, a, s in zip(part, arrays, shapes) if a is not None]
+            if ok:
+                x = torch.from_numpy(np.stack([a for _, a, _ in ok]))
+                scores, maps = self.score_tensor(x, keep_maps=keep_maps)
+                norm, verdicts = self.verdicts(scores.numpy(), sensitivity)
+                for j, (p, _, shape) in enumerate(ok):
+                    rows.append({"path": str(p), "score": float(scores[j]), "normalized_score": float(norm[j]),
+                                 "verdict": verdicts[j], "height": int(shape[0]), "width": int(shape[1])})
+                    if keep_maps:
+                        maps_out[str(p)] = maps[j].numpy()
+            if progress:
+                progress(min(start + chunk, len(paths)), len(paths))
+        return rows, (maps_out if keep_maps else None), skipped
+
+
+def heatmap_overlay(image_path, amap: np.ndarray, calibration: dict, out_path) -> Path:
+    """Write the image with its anomaly map overlaid (transparent below the threshold's half,
+    red-yellow above), at the image's own size, as PNG."""
+    from PIL import Image
+
+    arr = D.read_image(image_path, 3)
+    h, w = arr.shape[:2]
+    if max(h, w) > 2048:  # keep heat maps reasonable for huge inputs
+        f = 2048 / max(h, w)
+        h, w = max(1, int(h * f)), max(1, int(w * f))
+        arr = np.asarray(Image.fromarray((arr * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
+    m = np.asarray(Image.fromarray(amap.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    thr = max(calibration["threshold"], 1e-12)
+    level = np.clip(m / thr, 0, 2) / 2.0  # 0.5 = at threshold
+    alpha = np.clip((level - 0.25) / 0.5, 0, 1)[..., None] * 0.6
+    color = np.stack([np.ones_like(level), np.clip(level * 2 - 1, 0, 1), np.zeros_like(level)], -1)
+    out = arr * (1 - alpha) + color * alpha
+    img = Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8), "RGB")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out_path, format="PNG")
+    return out_path

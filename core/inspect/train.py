@@ -1,0 +1,325 @@
+"""Training the image inspector as a job: `run(params, ctx)` for core.jobs.JobRunner.
+
+Patches of good images (at a fixed scale) are corrupted with synthetic defects; the VAE learns to
+redraw the good surface and its head to point at what changed. Progress reports loss and ETA; the
+job stops at cancel, at the end of its epochs, or when its wall-clock budget is spent; checkpoints
+(safetensors + json) let an interrupted run resume. Same seed, same data -> same weights (CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core import device as devices
+from core.errors import AppError
+from core.inspect import data as D
+from core.inspect import model as M
+from core.inspect import store
+from core.inspect.synth import make_defects
+
+DEFAULTS = {
+    "image_size": 256,
+    "channels": 1,
+    "normalise": "percentile",
+    "flips": True,
+    "rot90": False,
+    "patch": 64,
+    "batch": 32,
+    "lr": 2e-3,
+    "beta": 0.01,          # weight of the KL term
+    "ssim_weight": 1.0,
+    "seg_weight": 1.0,
+    "p_defect": 0.5,
+    "epochs": None,
+    "steps": None,
+    "time_budget": None,   # seconds of training (wall clock)
+    "seed": 0,
+    "device": "auto",
+    "holdout": 0.1,
+    "sensitivity": 0.5,
+    "arch": {},
+    "baseline": False,     # textbook VAE (MSE + KL, max-pixel score) for comparisons
+    "map_sigma": 2.0,
+    "position_stats": True,   # normalise the map per position by good-image statistics
+    "score": "max",
+    "checkpoint_every_s": 60.0,
+    "resume": True,
+}
+
+
+def _stack(arrays):
+    return torch.from_numpy(np.stack(arrays, 0))
+
+
+class PatchSampler:
+    """Random patches (with flips / 90-degree turns when allowed) from images cached in memory."""
+
+    def __init__(self, images: torch.Tensor, patch: int, flips: bool, rot90: bool, g: torch.Generator):
+        self.images, self.patch, self.flips, self.rot90, self.g = images, patch, flips, rot90, g
+
+    def sample(self, n: int) -> torch.Tensor:
+        imgs, p, g = self.images, self.patch, self.g
+        size = imgs.shape[-1]
+        idx = torch.randint(0, imgs.shape[0], (n,), generator=g).tolist()
+        if p >= size:
+            out = imgs[idx].clone()
+        else:
+            ys = torch.randint(0, size - p + 1, (n,), generator=g).tolist()
+            xs = torch.randint(0, size - p + 1, (n,), generator=g).tolist()
+            out = torch.stack([imgs[i, :, y:y + p, x:x + p] for i, y, x in zip(idx, ys, xs)])
+        if self.flips:
+            fh = torch.rand(n, generator=g) < 0.5
+            fv = torch.rand(n, generator=g) < 0.5
+            out[fh] = out[fh].flip(-1)
+            out[fv] = out[fv].flip(-2)
+        if self.rot90:
+            k = int(torch.randint(0, 4, (1,), generator=g))
+            out = torch.rot90(out, k, dims=(-2, -1))
+        return out
+
+
+def loss_terms(net, x_clean, x_in, target, p, amp_ctx):
+    with amp_ctx:
+        recon, mu, logvar, seg = net(x_in, sample=True)
+    recon = recon.float()
+    if p["baseline"]:
+        rec = F.mse_loss(recon, x_clean)
+        kl = M.kl_divergence(mu.float(), logvar.float())
+        return rec + p["beta"] * kl, {"rec": rec.item(), "kl": kl.item()}
+    rec = F.mse_loss(recon, x_clean) + F.l1_loss(recon, x_clean)
+    ssim = (1 - M.ssim_map(recon, x_clean)).mean()
+    kl = M.kl_divergence(mu.float(), logvar.float())
+    total = rec + p["ssim_weight"] * ssim + p["beta"] * kl
+    parts = {"rec": rec.item(), "ssim": ssim.item(), "kl": kl.item()}
+    if seg is not None:
+        seg = seg.float()
+        prob = torch.sigmoid(seg)
+        # Focal loss: most pixels are easy background; the few defect pixels must count.
+        bce = F.binary_cross_entropy_with_logits(seg, target, reduction="none")
+        pt = torch.where(target > 0.5, prob, 1 - prob)
+        focal = ((1 - pt) ** 2 * bce).mean() * 10.0
+        total = total + p["seg_weight"] * focal
+        parts["seg"] = focal.item()
+    return total, parts
+
+
+def _arch_for(p) -> dict:
+    if p["baseline"]:
+        return {"type": "textbook_vae", "channels": p["channels"], "size": p["image_size"],
+                "width": 32, "latent": 128, **p["arch"]}
+    return {**M.DEFAULT_ARCH, "channels": p["channels"], **p["arch"]}
+
+
+def _opt_state_tensors(opt) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state_keys": {}}
+    for pid, st in sd["state"].items():
+        keys = []
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"opt.{pid}.{k}"] = t
+            keys.append(k)
+        meta["state_keys"][str(pid)] = keys
+    return tensors, meta
+
+
+def _opt_load(opt, tensors, meta):
+    state = {}
+    for pid, keys in meta["state_keys"].items():
+        state[int(pid)] = {k: tensors[f"opt.{pid}.{k}"] for k in keys}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p):
+    from core.inspect.store import save_tensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    ot, ometa = _opt_state_tensors(opt)
+    tensors.update(ot)
+    tensors["rng.sampler"] = g.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_tensors(folder / "checkpoint.safetensors", tensors)
+    meta = {"step": step, "elapsed": elapsed, "optimizer": ometa,
+            "params": {k: v for k, v in p.items() if k not in ("resume",)}}
+    (folder / "checkpoint.json").write_text(json.dumps(meta, default=str))
+
+
+def load_checkpoint(folder: Path, net, opt, g, p):
+    from safetensors.torch import load_file
+
+    meta_path, data_path = folder / "checkpoint.json", folder / "checkpoint.safetensors"
+    if not (meta_path.is_file() and data_path.is_file()):
+        return 0, 0.0
+    meta = json.loads(meta_path.read_text())
+    keep = ("image_size", "channels", "patch", "arch", "baseline", "seed", "normalise")
+    if any(meta["params"].get(k) != p.get(k) for k in keep if k in meta["params"]):
+        return 0, 0.0  # a checkpoint of another configuration: start afresh
+    tensors = load_file(str(data_path))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _opt_load(opt, tensors, meta["optimizer"])
+    g.set_state(tensors["rng.sampler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["step"]), float(meta["elapsed"])
+
+
+def run(params: dict, ctx) -> dict:
+    """Train an image inspector. params: data, out, and any of DEFAULTS. Returns a summary dict."""
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    if "data" not in p or "out" not in p:
+        raise AppError("Training needs a data folder and an output folder.", "Give DATA and --out MODEL.")
+    size = int(p["image_size"])
+    if not 32 <= size <= 1024 or size % 16:
+        raise AppError(f"Image size {size} is not supported.", "Use a multiple of 16 between 64 and 512.")
+    p["image_size"] = size
+    p["patch"] = min(int(p["patch"] or size), size)
+    if p["patch"] % 16:
+        raise AppError(f"Patch size {p['patch']} is not a multiple of 16.", "Use 32, 48, 64, 96, 128 ...")
+    if p["baseline"]:
+        p["patch"] = size
+    if not (p["epochs"] or p["steps"] or p["time_budget"]):
+        p["epochs"] = 10
+    dev = devices.choose_device(p["device"])
+    torch.manual_seed(int(p["seed"]))
+    np.random.seed(int(p["seed"]) % 2**32)
+    g = torch.Generator().manual_seed(int(p["seed"]))
+    prep = {"size": size, "channels": int(p["channels"]), "normalise": p["normalise"] if not p["baseline"] else "fixed",
+            "flips": bool(p["flips"]), "rot90": bool(p["rot90"])}
+
+    ds = D.scan(p["data"])
+    D.require_good(ds.train, ds.root)
+    ctx.progress(0, 0, f"reading {len(ds.train)} good images")
+    arrays, _, skipped = D.load_batch([i.path for i in ds.train], prep)
+    for path, why in skipped:
+        ctx.log(f"skipped {path}: {why}")
+    good_paths = [i.path for i, a in zip(ds.train, arrays) if a is not None]
+    arrays = [a for a in arrays if a is not None]
+    if len(arrays) < 2:
+        D.require_good([None] * len(arrays), ds.root)  # message: none / only one
+    ctx.check_cancelled()
+    # Hold out some good images (spread over the set, deterministic) to calibrate the threshold.
+    n = len(arrays)
+    # At least 3 when the set allows: one held-out image says nothing about the spread of good scores.
+    n_hold = max(3, int(round(n * float(p["holdout"])))) if n >= 9 else 1
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(p["seed"]) + 1)).tolist()
+    hold_idx, train_idx = sorted(order[:n_hold]), sorted(order[n_hold:])
+    train_imgs = _stack([arrays[i] for i in train_idx])
+    hold_imgs = _stack([arrays[i] for i in hold_idx])
+
+    arch = _arch_for(p)
+    net = M.build(arch).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
+    out = Path(p["out"])
+    ckpt_dir = out / "checkpoint"
+    start_step, prev_elapsed = (load_checkpoint(ckpt_dir, net, opt, g, p) if p["resume"] else (0, 0.0))
+    sampler = PatchSampler(train_imgs, p["patch"], prep["flips"], prep["rot90"], g)
+    batch = int(p["batch"])
+    patches_per_image = max(1, (size // p["patch"]) ** 2)
+    steps_per_epoch = max(1, math.ceil(len(train_idx) * patches_per_image / batch))
+    total_steps = int(p["steps"] or (p["epochs"] * steps_per_epoch if p["epochs"] else 0))
+    budget = float(p["time_budget"] or 0)
+    amp = devices.autocast(dev)
+    scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
+
+    t0 = time.monotonic() - prev_elapsed
+    last_ckpt = time.monotonic()
+    step, loss_avg, parts = start_step, None, {}
+    net.train()
+    with devices.oom_guard("Training"):
+        while True:
+            elapsed = time.monotonic() - t0
+            if total_steps and step >= total_steps:
+                break
+            if budget and elapsed >= budget:
+                break
+            ctx.check_cancelled()
+            frac = max(step / total_steps if total_steps else 0.0, elapsed / budget if budget else 0.0)
+            for group in opt.param_groups:  # cosine decay over the run (steps or wall clock)
+                group["lr"] = float(p["lr"]) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            clean = sampler.sample(batch)
+            if p["baseline"]:
+                x_in, target = clean, torch.zeros(clean.shape[0], 1, *clean.shape[-2:])
+            else:
+                x_in, target = make_defects(clean, g, float(p["p_defect"]))
+            clean, x_in, target = clean.to(dev), x_in.to(dev), target.to(dev)
+            loss, parts = loss_terms(net, clean, x_in, target, p, amp)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            step += 1
+            lv = float(loss.item())
+            if not math.isfinite(lv):
+                raise AppError("Training diverged (the loss became infinite).", "Lower the learning rate (--lr).")
+            loss_avg = lv if loss_avg is None else 0.95 * loss_avg + 0.05 * lv
+            elapsed = time.monotonic() - t0
+            rate = (step - start_step) / max(elapsed - prev_elapsed, 1e-6)
+            if budget and not total_steps:
+                eta, shown_total = max(0.0, budget - elapsed), max(step, int(budget * rate))
+            else:
+                eta, shown_total = (total_steps - step) / max(rate, 1e-6), total_steps
+            ctx.progress(step, shown_total, f"loss {loss_avg:.4f} · {rate * batch:.0f} patches/s · ETA {eta:.0f}s")
+            if p["checkpoint_every_s"] and time.monotonic() - last_ckpt >= float(p["checkpoint_every_s"]):
+                save_checkpoint(ckpt_dir, net, opt, g, step, elapsed, p)
+                last_ckpt = time.monotonic()
+    train_seconds = time.monotonic() - t0
+    ctx.check_cancelled()
+    net.eval()
+
+    from core.inspect.score import Inspector, calibrate
+
+    config = {
+        "task": "image",
+        "arch": arch,
+        "preprocess": prep,
+        "map": {"mode": "recon" if (p["baseline"] or arch.get("type") == "textbook_vae" or not arch.get("seg_head"))
+                else "seg", "sigma": 0.0 if p["baseline"] else float(p["map_sigma"]),
+                "score": "max" if p["baseline"] else p["score"]},
+        "training": {"steps": step, "seconds": round(train_seconds, 1), "images": len(train_idx),
+                     "holdout_images": len(hold_idx), "skipped": len(skipped), "seed": int(p["seed"]),
+                     "device": str(dev), "batch": batch, "patch": p["patch"], "lr": float(p["lr"]),
+                     "beta": float(p["beta"]), "final_loss": loss_avg, "loss_parts": parts,
+                     "images_per_s": round((step - start_step) * batch / max(train_seconds - prev_elapsed, 1e-6)
+                                           / patches_per_image, 2),
+                     "data_fingerprint": D.fingerprint(good_paths), "data": str(ds.root)},
+        "sensitivity": float(p["sensitivity"]),
+    }
+    insp = Inspector(net, config, dev)
+    if p["position_stats"] and not p["baseline"]:
+        ctx.progress(step, step, "measuring the map on good images")
+        sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))[:64]
+        insp.fit_position_stats(train_imgs[sel])
+    ctx.progress(step, step, "calibrating the threshold on held-out good images")
+    hold_scores = insp.score_tensor(hold_imgs)[0]
+    labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
+    lab_scores, lab_labels = [], []
+    if labelled:
+        la, _, _ = D.load_batch([i.path for i in labelled], prep)
+        keep = [(a, i) for a, i in zip(la, labelled) if a is not None]
+        if keep:
+            lab_scores = insp.score_tensor(_stack([a for a, _ in keep]))[0].tolist()
+            lab_labels = [0 if i.is_good else 1 for _, i in keep]
+    config["calibration"] = calibrate(hold_scores.tolist(), lab_scores, lab_labels)
+    tensors = insp.tensors()
+    saved = store.save_model(out, tensors, config)
+    # A finished model no longer needs its resume checkpoint.
+    for f in ("checkpoint.safetensors", "checkpoint.json"):
+        (ckpt_dir / f).unlink(missing_ok=True)
+    if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+        ckpt_dir.rmdir()
+    ctx.metrics.update({"steps": step, "train_seconds": round(train_seconds, 1),
+                        "threshold": saved["calibration"]["threshold"], "final_loss": loss_avg})
+    return {"model": str(out), "steps": step, "train_seconds": round(train_seconds, 1),
+            "images": len(train_idx), "skipped": skipped, "threshold": saved["calibration"]["threshold"],
+            "train_images_per_s": config["training"]["images_per_s"], "config": saved}

@@ -1,0 +1,292 @@
+"""The image inspector end to end on a small real subset of magnetic_tile: training job (progress,
+cancel, checkpoint/resume, seed), model folder integrity, exact reload, robustness to lighting and
+small shifts, metrics, CLI with JSON output and project recording, GPU script on CPU."""
+
+import core.inspect  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.errors import AppError, Cancelled
+from core.inspect import data as D
+from core.inspect import store, train
+from core.inspect.score import Inspector, calibrate, effective_threshold, normalised
+from core.jobs import JobRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"image_size": 64, "patch": 32, "batch": 16, "steps": 60, "device": "cpu", "checkpoint_every_s": 0}
+
+
+class Ctx:
+    """A minimal job context for calling run() directly (the runner is tested separately)."""
+
+    def __init__(self, cancel_after=None):
+        self.metrics, self.logs, self.events, self.cancel_after = {}, [], [], cancel_after
+        self.project = None
+
+    def progress(self, step, total, message="", preview=None):
+        self.events.append((step, total, message))
+
+    def check_cancelled(self):
+        if self.cancel_after is not None and len(self.events) >= self.cancel_after:
+            raise Cancelled()
+
+    def log(self, line):
+        self.logs.append(line)
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory, shared_data):
+    """A small MVTec-layout copy: 14 good training images, 6 good and 6 defective test images."""
+    src = shared_data / "qa" / "magnetic_tile"
+    dst = tmp_path_factory.mktemp("mt")
+    goods = sorted((src / "train" / "good").iterdir())[:14]
+    (dst / "train" / "good").mkdir(parents=True)
+    for p in goods:
+        shutil.copy(p, dst / "train" / "good")
+    (dst / "test" / "good").mkdir(parents=True)
+    for p in sorted((src / "test" / "good").iterdir())[:6]:
+        shutil.copy(p, dst / "test" / "good")
+    for kind in ("blowhole", "crack"):
+        (dst / "test" / kind).mkdir(parents=True)
+        (dst / "ground_truth" / kind).mkdir(parents=True)
+        for p in sorted((src / "test" / kind).iterdir())[:3]:
+            shutil.copy(p, dst / "test" / kind)
+            shutil.copy(src / "ground_truth" / kind / f"{p.stem}_mask.png", dst / "ground_truth" / kind)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def trained(subset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "m"
+    ctx = Ctx()
+    res = train.run({"data": str(subset), "out": str(out), "seed": 3, **FAST}, ctx)
+    return out, res, ctx
+
+
+def test_training_reports_progress_and_writes_a_complete_folder(trained):
+    out, res, ctx = trained
+    assert res["steps"] == 60 and res["images"] == 11  # three good images held out for the threshold
+    assert any("loss" in m and "ETA" in m for _, _, m in ctx.events)
+    cfg = json.loads((out / "config.json").read_text())
+    for key in ("arch", "preprocess", "calibration", "map", "sensitivity", "library_versions", "files_sha256"):
+        assert key in cfg
+    assert cfg["training"]["data_fingerprint"] and cfg["calibration"]["method"] == "good_holdout"
+    assert not (out / "checkpoint").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_reloaded_model_scores_exactly_as_after_training(trained, subset):
+    out, res, _ = trained
+    # Score with the in-memory objects training built, then with a fresh load from disk.
+    cfg, tensors = store.load_model(out)
+    from core.inspect import model as M
+
+    net = M.build(cfg["arch"])
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("stats.")})
+    stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+    mem = Inspector(net, cfg, torch.device("cpu"), stats)
+    paths = sorted((subset / "test" / "crack").iterdir())
+    rows_a, _, _ = mem.inspect_paths(paths)
+    rows_b, _, _ = Inspector.load(out, "cpu").inspect_paths(paths)
+    assert [r["score"] for r in rows_a] == [r["score"] for r in rows_b]
+    assert [r["verdict"] for r in rows_a] == [r["verdict"] for r in rows_b]
+
+
+def test_same_seed_same_weights(subset, tmp_path):
+    a = train.run({"data": str(subset), "out": str(tmp_path / "a"), "seed": 1, **FAST, "steps": 4}, Ctx())
+    b = train.run({"data": str(subset), "out": str(tmp_path / "b"), "seed": 1, **FAST, "steps": 4}, Ctx())
+    assert a["config"]["files_sha256"] == b["config"]["files_sha256"]
+
+
+def test_cancel_then_resume_from_checkpoint(subset, tmp_path):
+    out = tmp_path / "m"
+    params = {"data": str(subset), "out": str(out), "seed": 2, **FAST, "steps": 12, "checkpoint_every_s": 1e-9}
+    with pytest.raises(Cancelled):
+        train.run(params, Ctx(cancel_after=6))
+    meta = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
+    assert 0 < meta["step"] < 12
+    assert (out / "checkpoint" / "checkpoint.safetensors").is_file()
+    res = train.run(params, Ctx())
+    assert res["steps"] == 12
+    assert not (out / "checkpoint").exists()
+
+
+def test_job_runner_cancel_is_a_result(subset, tmp_path):
+    runner = JobRunner()
+    h = runner.submit(train.run, {"data": str(subset), "out": str(tmp_path / "m"), **FAST, "steps": 10_000},
+                      kind="inspect.train")
+    import time
+
+    deadline = time.time() + 60
+    while h.step < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    h.cancel()
+    assert h.wait(60)
+    runner.shutdown()
+    assert h.status == "cancelled"
+
+
+def test_time_budget_stops_training(subset, tmp_path):
+    res = train.run({"data": str(subset), "out": str(tmp_path / "m"), **{**FAST, "steps": None},
+                     "time_budget": 1.0}, Ctx())
+    assert res["train_seconds"] < 10 and res["steps"] >= 1
+
+
+def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
+    out, _, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(AppError, match="checksum"):
+        Inspector.load(copy, "cpu")
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(AppError, match="no model.safetensors"):
+        Inspector.load(copy, "cpu")
+    shutil.copytree(out, tmp_path / "c2")
+    (tmp_path / "c2" / "config.json").unlink()
+    with pytest.raises(AppError, match="no config.json"):
+        Inspector.load(tmp_path / "c2", "cpu")
+    (tmp_path / "c3").mkdir()
+    (tmp_path / "c3" / "config.json").write_text("{not json")
+    with pytest.raises(AppError, match="damaged"):
+        Inspector.load(tmp_path / "c3", "cpu")
+
+
+def test_bad_training_data_is_clear(tmp_path):
+    with pytest.raises(AppError, match="No good images"):
+        train.run({"data": str(tmp_path), "out": str(tmp_path / "m"), **FAST}, Ctx())
+    (tmp_path / "one").mkdir()
+    Image.new("L", (40, 40), 80).save(tmp_path / "one" / "a.png")
+    (tmp_path / "one" / "b.png").write_bytes(b"")
+    ctx = Ctx()
+    with pytest.raises(AppError, match="Only 1 good image"):
+        train.run({"data": str(tmp_path / "one"), "out": str(tmp_path / "m"), **FAST}, ctx)
+    with pytest.raises(AppError, match="Image size"):
+        train.run({"data": str(tmp_path / "one"), "out": str(tmp_path / "m"), **FAST, "image_size": 100}, Ctx())
+
+
+def _changed(src: Path, dst: Path, fn):
+    a = np.asarray(Image.open(src).convert("L"), dtype=np.float32)
+    Image.fromarray(np.clip(fn(a), 0, 255).astype(np.uint8)).save(dst)
+    return dst
+
+
+def test_good_parts_stay_pass_under_lighting_drift_and_small_shifts(trained, subset, tmp_path):
+    out, _, _ = trained
+    insp = Inspector.load(out, "cpu")
+    goods = sorted((subset / "test" / "good").iterdir())
+    rows, _, _ = insp.inspect_paths(goods)
+    passing = [Path(r["path"]) for r in rows if r["verdict"] == "PASS"]
+    assert len(passing) >= 3, rows
+    variants = {
+        "darker": lambda a: a * 0.75,
+        "brighter": lambda a: a * 1.15 + 12,
+        "low_contrast": lambda a: (a - a.mean()) * 0.7 + a.mean(),
+        "shift": lambda a: np.roll(a, (2, -3), axis=(0, 1)),
+    }
+    for name, fn in variants.items():
+        files = [_changed(p, tmp_path / f"{name}_{p.stem}.png", fn) for p in passing]
+        changed, _, _ = insp.inspect_paths(files)
+        assert all(r["verdict"] == "PASS" for r in changed), (name, changed)
+
+
+def test_calibration_and_sensitivity():
+    cal = calibrate([1.0, 1.1, 0.9, 1.0])
+    assert cal["method"] == "good_holdout" and cal["threshold"] > 1.1
+    assert normalised([cal["threshold"]], cal)[0] == pytest.approx(0.5)
+    assert effective_threshold(cal, 0.9) < cal["threshold"] < effective_threshold(cal, 0.1)
+    f1 = calibrate([1.0, 1.1, 0.9], [3.0, 2.0, 0.95], [1, 1, 1])
+    assert f1["method"] == "f1_optimal" and 1.1 <= f1["threshold"] < 2.0
+    with pytest.raises(AppError):
+        effective_threshold(cal, 1.5)
+
+
+def test_evaluate_reports_all_metrics(trained, subset):
+    from core.inspect.evaluate import evaluate
+
+    res = evaluate(Inspector.load(trained[0], "cpu"), subset)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1", "threshold", "pass_rate_good", "catch_rate_defect"):
+        assert res[key] is not None, key
+    assert set(res["per_defect"]) == {"blowhole", "crack"}
+    assert 0 <= res["pixel_auroc"] <= 1
+
+
+def _cli(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "desktop.launcher", "inspect", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_train_eval_run_with_project(subset, trained, tmp_path):
+    from core.project import Project
+
+    proj = tmp_path / "qa.lienzo"
+    model = tmp_path / "cli_model"
+    r = _cli("train", subset, "--out", model, "--image-size", 64, "--patch", 32, "--steps", 3, "--batch", 4,
+             "--seed", 0, "--device", "cpu", "--json", "--project", proj)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["steps"] == 3 and out["model_id"] and "loss" in r.stderr
+    r = _cli("eval", trained[0], subset, "--json", "--project", proj)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    for key in ("image_auroc", "pixel_auroc", "f1", "threshold", "pass_rate_good", "catch_rate_defect", "per_defect"):
+        assert key in ev
+    heat = tmp_path / "heat"
+    crack = sorted((subset / "test" / "crack").iterdir())[0]
+    r = _cli("run", trained[0], crack, subset / "test" / "good", "--heatmaps", heat, "--json", "--project", proj)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)["results"]
+    assert len(res) == 7 and {"path", "score", "verdict"} <= set(res[0])
+    assert len(list(heat.glob("*.png"))) == 7
+    with Image.open(next(heat.glob("*.png"))) as im:
+        assert im.mode == "RGB"
+    with Project.open(proj, read_only=True) as p:
+        runs = {r["kind"]: r for r in p.list_runs()}
+        assert {"inspect.train", "inspect.eval", "inspect.run"} <= set(runs)
+        assert runs["inspect.run"]["status"] == "done"
+        rows = p.inspection_results(runs["inspect.run"]["id"])
+        assert len(rows) == 7 and all(r["heatmap_image_id"] for r in rows)
+        img = p.get_image(rows[0]["heatmap_image_id"])
+        assert img["origin"] == "generated" and img["params"]["kind"] == "inspection_heatmap"
+        assert len(p.inspection_results(runs["inspect.eval"]["id"])) == 12
+        assert {m["kind"] for m in p.list_models()} == {"inspector-image"}
+
+
+def test_cli_errors_are_two_lines_and_exit_2(tmp_path):
+    r = _cli("train", tmp_path, "--out", tmp_path / "m", "--steps", 1)
+    assert r.returncode == 2 and r.stderr.startswith("error: No good images") and "hint:" in r.stderr
+    r = _cli("run", tmp_path / "missing_model", tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_gpu_script_runs_on_cpu():
+    r = subprocess.run([sys.executable, "bench/inspect_gpu.py", "--steps", "2", "--size", "64", "--batch", "2",
+                        "--device", "cpu", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["train_images_per_s"] > 0 and res["infer_images_per_s"] > 0 and res["device"].startswith("cpu")
+
+
+def test_device_choice_and_oom_guard():
+    from core import device
+
+    assert device.physical_cores() >= 1
+    assert device.choose_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(AppError, match="No CUDA"):
+            device.choose_device("cuda")
+    with pytest.raises(AppError, match="GPU memory"):
+        with device.oom_guard("Test"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    with pytest.raises(AppError, match="Unknown device"):
+        device.choose_device("tpu")
