@@ -12,12 +12,18 @@ from core.errors import AppError
 from desktop import ui
 
 
-def _when(value) -> str:
+def _when(value) -> tuple[str, str]:
+    """(short, full): the time alone for today's versions, the date too for older ones."""
     if value in (None, ""):
-        return ""
-    if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
-    return str(value).replace("T", " ")[:19]
+        return "", ""
+    try:
+        moment = dt.datetime.fromtimestamp(float(value))
+    except (TypeError, ValueError):
+        text = str(value).replace("T", " ")[:19]
+        return text, text
+    full = moment.strftime("%Y-%m-%d %H:%M:%S")
+    short = moment.strftime("%H:%M:%S") if moment.date() == dt.date.today() else moment.strftime("%Y-%m-%d %H:%M")
+    return short, full
 
 
 class VersionHistoryDialog(QDialog):
@@ -39,7 +45,7 @@ class VersionHistoryDialog(QDialog):
         split = QSplitter(Qt.Horizontal)
         split.addWidget(self.list)
         split.addWidget(self.preview)
-        split.setSizes([260, 560])
+        split.setSizes([330, 490])
         buttons = QDialogButtonBox()
         self.restore_button = buttons.addButton("Restore this version", QDialogButtonBox.AcceptRole)
         buttons.addButton(QDialogButtonBox.Close)
@@ -60,15 +66,15 @@ class VersionHistoryDialog(QDialog):
                           key=lambda v: v["version"], reverse=True)
         current = self.project.get_document(self.document_id).get("version")
         for v in versions:
-            label = f"Version {v['version']}"
-            when = _when(v.get("created_at") or v.get("saved_at") or v.get("time"))
-            if when:
-                label += f" · {when}"
-            if v.get("autosave"):
-                label += " · autosave"
-            if v["version"] == current:
-                label += " · current"
+            short, full = _when(v.get("saved_at") or v.get("created_at"))
+            tags = [t for t, on in (("autosave", v.get("autosave")),
+                                    ("current", v["version"] == current)) if on]
+            label = " · ".join([f"Version {v['version']}", *([short] if short else []), *tags])
+            tip = full + (f"\n{v['note']}" if v.get("note") else "")
+            if v.get("chars") is not None:
+                tip += f"\n{v['chars']} characters"
             item = QListWidgetItem(label)
+            item.setToolTip(tip.strip())
             item.setData(Qt.UserRole, v["version"])
             self.list.addItem(item)
         if self.list.count():
