@@ -171,14 +171,29 @@ def test_training_can_be_cancelled(qtbot, opened):
     train.image_size.setCurrentIndex(train.image_size.findData(64))
     train.budget.setValue(600)
     before = len(opened.project.list_models("inspector"))
-    handle = train.start({"patch": 32, "batch": 8})
-    qtbot.waitUntil(lambda: handle.status == "running", timeout=30_000)
+    handle = train.start({"patch": 32, "batch": 8, "checkpoint_every_s": 0.5})
+    checkpoint = Path(handle.params["out"]) / "checkpoint" / "checkpoint.json"
+    qtbot.waitUntil(lambda: handle.status == "running" and checkpoint.is_file(), timeout=60_000)
     train.cancel_button.click()
     wait_job(qtbot, handle, timeout=60_000)
     assert handle.status == "cancelled"
     assert "Cancelled" in train.eta.text() and train.start_button.isEnabled()
     assert len(opened.project.list_models("inspector")) == before
     assert opened.project.get_run(handle.run_id)["status"] == "cancelled"
+    # the checkpoint it left lets the training go on where it stopped
+    assert train.resume_button.isVisible()
+    import json
+
+    saved = json.loads(checkpoint.read_text())["step"]
+    steps = []
+    opened.state.jobs.progress.connect(lambda h, step, total, msg, prev: step > 0 and steps.append(step))
+    resumed = train.resume()
+    assert resumed.params["out"] == handle.params["out"]
+    qtbot.waitUntil(lambda: bool(steps), timeout=60_000)
+    assert saved < steps[0] <= saved + 3  # counting on from the checkpoint (reports are throttled)
+    train.cancel()
+    wait_job(qtbot, resumed, timeout=60_000)
+    assert resumed.status == "cancelled"
 
 
 def test_threshold_slider_updates_counts_without_the_model(qtbot, opened, prepared):

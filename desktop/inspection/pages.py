@@ -377,6 +377,8 @@ class TrainPage(QWidget):
         self.cancel_button = QPushButton(ui.icon("cancel"), "Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button = QPushButton(ui.icon("run"), "Resume")
+        self.resume_button.clicked.connect(lambda: self.resume())
         self.progress = QProgressBar()
         self.eta = QLabel("")
         self.loss_plot = pg.PlotWidget(title="Training loss")
@@ -401,6 +403,7 @@ class TrainPage(QWidget):
         self.result.setObjectName("Summary")
         self.result.setWordWrap(True)
         self.result.setTextFormat(Qt.RichText)
+        self.refresh_resume()
         top = QHBoxLayout()
         top.addWidget(QLabel("Data set"))
         top.addWidget(self.datasets)
@@ -411,6 +414,7 @@ class TrainPage(QWidget):
         run.addWidget(self.name, 1)
         run.addWidget(self.start_button)
         run.addWidget(self.cancel_button)
+        run.addWidget(self.resume_button)
         prog = QHBoxLayout()
         prog.addWidget(self.progress, 1)
         prog.addWidget(self.eta)
@@ -467,8 +471,26 @@ class TrainPage(QWidget):
             error(self, AppError("There is no data set to train on.", "Import one in step 1 · Data."))
             return None
         overrides = {**self.overrides(), **(extra or {})}
-        params = {"dataset_id": ds_id, "preset": self.preset(), "overrides": overrides,
-                  "name": self.name.text().strip() or None}
+        params = S.new_training(self.state.project.get_dataset(ds_id), self.preset(), overrides,
+                                self.name.text().strip() or None)
+        return self._submit(params, f"Train inspector on {self.datasets.currentText()}")
+
+    def resume(self):
+        """Go on with the latest training that stopped early, from its last checkpoint."""
+        found = S.resumable_training(self.state.project)
+        if found is None:
+            return None
+        return self._submit(dict(found["params"]), f"Resume training {found['params'].get('name', '')}")
+
+    def refresh_resume(self) -> None:
+        found = S.resumable_training(self.state.project) if not self.state.project.closed else None
+        running = self.handle is not None and self.handle.status in ("queued", "running")
+        self.resume_button.setVisible(found is not None and not running)
+        if found is not None:
+            self.resume_button.setToolTip(f"{found['params'].get('name')}: stopped at step {found['step']}; "
+                                          "training goes on from there")
+
+    def _submit(self, params: dict, title: str):
         self.loss_curve.setData([], [])
         for a, b in self.recon_labels:
             a.clear(), b.clear()
@@ -476,9 +498,10 @@ class TrainPage(QWidget):
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
-        self.handle = run_job(self, S.train_job, params, "inspect.train", f"Train inspector on {self.datasets.currentText()}",
+        self.handle = run_job(self, S.train_job, params, "inspect.train", title,
                               done=self._finished, failed=self._stopped)
         self.state.jobs.progress.connect(self._progress)
+        self.refresh_resume()
         return self.handle
 
     def cancel(self) -> None:
@@ -514,6 +537,7 @@ class TrainPage(QWidget):
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
+        self.refresh_resume()
 
     def _finished(self, handle) -> None:
         self._done_ui()
@@ -537,7 +561,8 @@ class TrainPage(QWidget):
     def _stopped(self, handle) -> None:
         self._done_ui()
         if handle.status == "cancelled":
-            self.eta.setText("Cancelled — nothing was registered.")
+            self.eta.setText("Cancelled — nothing was registered" + (
+                "; Resume goes on from the last checkpoint." if self.resume_button.isVisible() else "."))
         elif handle.error is not None:
             self.eta.setText("Failed")
             error(self, handle.error, "Training failed")
