@@ -140,8 +140,12 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         # next FAIL with a threshold that fails exactly the top-scoring item
         top = int(np.argmax(view.state.scores))
         view.state.set_threshold(float(view.state.scores[top]))
-        inspect.step(1, fail_only=True)
+        qtbot.keyClick(inspect.list, Qt.Key_F)  # keyboard: next FAIL
         assert inspect.current == top and "FAIL" in inspect.detail.text()
+        qtbot.keyClick(inspect.list, Qt.Key_N)
+        assert inspect.current != top
+        qtbot.keyClick(inspect.list, Qt.Key_F, Qt.ShiftModifier)  # previous FAIL
+        assert inspect.current == top
         # opacity and colour scale redraw the overlay
         before = inspect.views.views[2].item.pixmap().toImage()
         inspect.opacity.setValue(100)

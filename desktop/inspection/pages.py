@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut, QStandardItem, QStandardItemModel
+from PySide6.QtGui import QImage, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QFileDialog, QGridLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListView,
                                QListWidget, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
@@ -655,13 +655,6 @@ class InspectPage(QWidget):
         self.next_button.clicked.connect(lambda: self.step(1))
         self.next_fail_button = QPushButton("Next FAIL ▶▶")
         self.next_fail_button.clicked.connect(lambda: self.step(1, fail_only=True))
-        for keys, slot in ((("Right", "N", "J"), lambda: self.step(1)), (("Left", "P", "K"), lambda: self.step(-1)),
-                           (("F",), lambda: self.step(1, fail_only=True)),
-                           (("Shift+F",), lambda: self.step(-1, fail_only=True))):
-            for key in keys:
-                sc = QShortcut(QKeySequence(key), self)
-                sc.setContext(Qt.WidgetWithChildrenShortcut)
-                sc.activated.connect(slot)
         self.prev_button.setToolTip("Previous item (← or P)")
         self.next_button.setToolTip("Next item (→ or N)")
         self.next_fail_button.setToolTip("Next FAIL (F; Shift+F goes back)")
@@ -721,12 +714,42 @@ class InspectPage(QWidget):
         self._amap = None
         self._original = None
         self._dropped: list[str] = []
+        self.list.installEventFilter(self)
+        for view in self.views.views:
+            view.installEventFilter(self)
         state.results_changed.connect(self.fill)
         state.threshold_changed.connect(self._threshold_moved)
         state.model_changed.connect(lambda _m: self.refresh_models())
         self.refresh_models()
         self.refresh_sources()
         self.fill()
+
+    # -- keyboard -------------------------------------------------------------------------------
+    def navigation_key(self, event) -> bool:
+        """→/N/J next, ←/P/K previous, F next FAIL, Shift+F previous FAIL. Handled by an event
+        filter on the list and the image views, so it works wherever the focus is in the page."""
+        key, shift = event.key(), bool(event.modifiers() & Qt.ShiftModifier)
+        if key == Qt.Key_F:
+            self.step(-1 if shift else 1, fail_only=True)
+        elif key in (Qt.Key_Right, Qt.Key_N, Qt.Key_J, Qt.Key_Down):
+            self.step(1)
+        elif key in (Qt.Key_Left, Qt.Key_P, Qt.Key_K, Qt.Key_Up):
+            self.step(-1)
+        else:
+            return False
+        return True
+
+    def eventFilter(self, obj, event) -> bool:
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.KeyPress and not event.modifiers() & (Qt.ControlModifier | Qt.AltModifier):
+            if self.navigation_key(event):
+                return True
+        return super().eventFilter(obj, event)
+
+    def keyPressEvent(self, event) -> None:
+        if not self.navigation_key(event):
+            super().keyPressEvent(event)
 
     # -- choices --------------------------------------------------------------------------------
     def refresh_models(self) -> None:
