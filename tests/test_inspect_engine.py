@@ -290,3 +290,20 @@ def test_device_choice_and_oom_guard():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
     with pytest.raises(AppError, match="Unknown device"):
         device.choose_device("tpu")
+
+
+def test_plain_folder_with_labelled_defects_calibrates_for_f1(subset, tmp_path):
+    from core.inspect.evaluate import evaluate
+
+    data = tmp_path / "plain"
+    (data / "good").mkdir(parents=True)
+    (data / "crack").mkdir()
+    for p in sorted((subset / "train" / "good").iterdir())[:10]:
+        shutil.copy(p, data / "good")
+    for p in sorted((subset / "test" / "crack").iterdir()):
+        shutil.copy(p, data / "crack")
+    out = tmp_path / "m"
+    res = train.run({"data": str(data), "out": str(out), **FAST, "steps": 4}, Ctx())
+    assert res["config"]["calibration"]["method"] == "f1_optimal"
+    ev = evaluate(Inspector.load(out, "cpu"), data, with_aupro=False)
+    assert ev["n_good"] == 10 and ev["n_defect"] == 3 and ev["pixel_auroc"] is None

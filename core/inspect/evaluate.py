@@ -13,7 +13,8 @@ from core.inspect.metrics import image_metrics
 
 
 def eval_items(ds: D.DataSet):
-    items = ds.test if ds.test else []
+    """MVTec layout: the test split. Plain layout: its good images plus its defect folders."""
+    items = list(ds.test) if ds.layout == "mvtec" else list(ds.train) + list(ds.test)
     if not items:
         raise AppError(f"'{ds.root}' has no labelled images to evaluate.",
                        "Use an MVTec-style folder (test/good, test/<defect>) or good/ and defect sub-folders.")
