@@ -107,6 +107,7 @@ class TabularPage(QWidget):
         self.cancel_button.clicked.connect(lambda: self.handle and self.handle.cancel())
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(160)
+        self.progress.hide()  # shown while a job of this page runs
         self.info = QLabel("")
         self.info.setObjectName("Summary")
         self.info.setWordWrap(True)
@@ -194,6 +195,7 @@ class TabularPage(QWidget):
         self.train_button.setEnabled(not on)
         self.inspect_button.setEnabled(not on)
         self.cancel_button.setEnabled(on)
+        self.progress.setVisible(on)
         self.progress.setRange(0, 0 if on else 1)
         if not on:
             self.progress.setValue(1)
