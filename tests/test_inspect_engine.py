@@ -307,3 +307,16 @@ def test_plain_folder_with_labelled_defects_calibrates_for_f1(subset, tmp_path):
     assert res["config"]["calibration"]["method"] == "f1_optimal"
     ev = evaluate(Inspector.load(out, "cpu"), data, with_aupro=False)
     assert ev["n_good"] == 10 and ev["n_defect"] == 3 and ev["pixel_auroc"] is None
+
+
+def test_cli_calibrate_sets_f1_threshold_and_keeps_weights_valid(trained, subset, tmp_path, capsys):
+    from desktop.launcher import main
+
+    copy = tmp_path / "m"
+    shutil.copytree(trained[0], copy)
+    assert main(["inspect", "calibrate", str(copy), str(subset), "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert out["method"] == "f1_optimal" == cfg["calibration"]["method"]
+    assert cfg["calibration"]["threshold"] == out["threshold"]
+    Inspector.load(copy, "cpu")  # still passes the checksum
