@@ -186,6 +186,8 @@ def run(params: dict, ctx) -> dict:
         p["patch"] = size
     if not (p["epochs"] or p["steps"] or p["time_budget"]):
         p["epochs"] = 10
+    if Path(p["out"]).exists() and not Path(p["out"]).is_dir():
+        raise AppError(f"'{p['out']}' exists and is not a folder.", "Choose a new folder name for the model.")
     dev = devices.choose_device(p["device"])
     torch.manual_seed(int(p["seed"]))
     np.random.seed(int(p["seed"]) % 2**32)
@@ -300,6 +302,8 @@ def run(params: dict, ctx) -> dict:
         ctx.progress(step, step, "measuring the map on good images")
         sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))[:64]
         insp.fit_position_stats(train_imgs[sel])
+        # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
+        config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
     hold_scores = insp.score_tensor(hold_imgs)[0]
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
