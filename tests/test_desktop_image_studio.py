@@ -240,3 +240,14 @@ def test_main_window_gets_the_studio_on_its_canvas(qtbot, tmp_path):
         window.close_project()
     finally:
         MainWindow.extensions.remove(gen_studio._attach)
+
+
+def test_typing_in_the_prompt_does_not_trigger_tool_shortcuts(qtbot, studio):
+    panel = studio.panel
+    panel.prompt.setFocus()
+    QTest.keyClicks(panel.prompt, " be")
+    assert panel.prompt.toPlainText().startswith(" be")  # typed where the cursor was
+    assert not studio.brush_action.isChecked() and not studio.eraser_action.isChecked()
+    studio.canvas.view.setFocus()
+    QTest.keyClick(studio.canvas.view, Qt.Key_B)
+    assert studio.brush_action.isChecked()
