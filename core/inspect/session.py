@@ -568,8 +568,6 @@ def label_is_defect(label) -> bool | None:
 
 def threshold_stats(scores, labels, threshold: float) -> dict:
     """Histogram, ROC and confusion counts for labelled results (labels: good / defect type / None)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     s = np.asarray(scores, dtype=np.float64)
     y = [label_is_defect(lab) for lab in labels]
     keep = np.array([v is not None for v in y], dtype=bool)
@@ -591,10 +589,25 @@ def threshold_stats(scores, labels, threshold: float) -> dict:
     out["hist"] = {"edges": edges.tolist(), "good": np.histogram(ss[~ys], edges)[0].tolist(),
                    "defect": np.histogram(ss[ys], edges)[0].tolist()}
     if ys.any() and (~ys).any():
-        fpr, tpr, _ = roc_curve(ys.astype(int), ss)
+        fpr, tpr = roc_curve(ys, ss)
         out["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-        out["auroc"] = float(roc_auc_score(ys.astype(int), ss))
+        out["auroc"] = float(np.trapezoid(tpr, fpr))
     return out
+
+
+def roc_curve(positive, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) at every distinct score, ties handled as
+    scikit-learn does (its AUROC is the area under these points). Plain numpy on purpose: the
+    view calls this on the GUI thread, where importing scikit-learn (and so scipy) while a job
+    imports torch on the worker thread can fail on a half-initialised torch module."""
+    y = np.asarray(positive, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    return (np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)])
 
 
 def latest_run(project, model_id: int | None = None) -> int | None:
