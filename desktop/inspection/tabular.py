@@ -125,7 +125,7 @@ class TabularPage(QWidget):
         self.table.verticalHeader().hide()
         self.plots = ThresholdPlots(self.state, vertical=True, empty_text=(
             "No label column: the histogram, ROC curve and confusion counts need a column marking "
-            "anomalies (1) and normal rows (0), named 'label' by default."))
+            "anomalies (1) and normal rows (0), named 'label' by default."), classes=("normal", "anomaly"))
         self.report = ReportPage(self.state)
         self.report.layout().itemAt(0).widget().hide()  # the page heading: this page has its own
         self.report.preview.setMaximumHeight(0)

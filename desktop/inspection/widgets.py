@@ -183,10 +183,11 @@ class ThresholdPlots(QWidget):
     def __init__(self, state: InspectionState, parent=None, vertical: bool = False,
                  empty_text: str = "No labels: the histogram, ROC curve and confusion counts need items "
                                    "whose label (good or defect) is known, e.g. the test split of an MVTec "
-                                   "data set."):
+                                   "data set.", classes: tuple[str, str] = ("good", "defect")):
         super().__init__(parent)
         self.state = state
-        self.hist = pg.PlotWidget(title="Scores: good vs defect")
+        self.classes = classes
+        self.hist = pg.PlotWidget(title=f"Scores: {classes[0]} vs {classes[1]}")
         self.hist.setLabel("bottom", "anomaly score")
         self.hist.setLabel("left", "items")
         self.hist.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 210))
@@ -244,7 +245,7 @@ class ThresholdPlots(QWidget):
         hist = self.stats.get("hist")
         if hist:
             edges = np.array(hist["edges"])
-            for name, key, brush in (("good", "good", GOOD_BRUSH), ("defect", "defect", DEFECT_BRUSH)):
+            for name, key, brush in ((self.classes[0], "good", GOOD_BRUSH), (self.classes[1], "defect", DEFECT_BRUSH)):
                 curve = pg.PlotDataItem(edges, np.array(hist[key]), stepMode="center", fillLevel=0,
                                         brush=brush, pen=pg.mkPen(brush[:3], width=1), name=name)
                 self.hist.addItem(curve)
