@@ -138,9 +138,11 @@ def main() -> int:
             return (time.perf_counter() - start) / args.steps, (time.process_time() - cpu) / args.steps
 
         bare_runs, lienzo_runs = [], []
-        for _ in range(args.repeats):
+        for i in range(args.repeats):
             bare_runs.append(bare())
             lienzo_runs.append(lienzo())
+            print(f"run {i + 1}/{args.repeats}: bare {bare_runs[-1][0]:.4f} s/step, lienzo {lienzo_runs[-1][0]:.4f} s/step",
+                  file=sys.stderr, flush=True)
         bare_times, lienzo_times = [r[0] for r in bare_runs], [r[0] for r in lienzo_runs]
         b, lz = min(bare_times), min(lienzo_times)
         b_med, lz_med = statistics.median(bare_times), statistics.median(lienzo_times)
