@@ -158,11 +158,17 @@ def _weights_for_counting(folder: Path, files: list[Path]) -> list[Path]:
 
 # -- kind detection -----------------------------------------------------------------------------
 def _transformers_names() -> tuple[set, set]:
-    """Model types and architecture names that this transformers build knows (imported lazily)."""
-    import transformers
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    """Model types and architecture names that this transformers build knows.
 
-    return set(CONFIG_MAPPING_NAMES), set(dir(transformers))
+    Read without importing the auto-config module, which pulls in torch (about 130 MB): listing
+    models at start-up must not cost the memory of a loaded framework. Model types are the
+    package's model folders (dashes spelt as underscores); architecture names come from the
+    lazy top-level module, which imports nothing heavy."""
+    import transformers
+
+    models_dir = Path(transformers.__file__).parent / "models"
+    model_types = {entry.name for entry in models_dir.iterdir() if entry.is_dir()}
+    return model_types, set(dir(transformers))
 
 
 def detect_kind(config: dict, folder: Path | None = None) -> tuple[str, str]:
@@ -194,7 +200,7 @@ def detect_kind(config: dict, folder: Path | None = None) -> tuple[str, str]:
 def _check_supported(config: dict, arch: str, where: str) -> None:
     model_types, names = _transformers_names()
     model_type = config.get("model_type", "")
-    if model_type not in model_types:
+    if model_type.replace("-", "_") not in model_types:
         raise AppError(
             f"The model in '{where}' has an architecture this version of transformers does not know "
             f"(model_type '{model_type or '?'}').",
