@@ -221,7 +221,9 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
     batch, scheduler, memory_mode, init_image, strength, mask, outpaint={direction, pixels},
     prediction_type (epsilon | v_prediction, for SD 2.x files), device, config_dir, out (a PNG path; with batch > 1 the index is appended)."""
     ctx = ctx or _NullContext()
-    settings = load_settings()
+    # The remembered settings fill what the caller left out (read only then: it is a file read).
+    settings = load_settings() if any(params.get(k) is None for k in ("steps", "guidance", "memory_mode")) \
+        else {}
     notices: list[str] = []
     model_path = params.get("model")
     if not model_path:
@@ -229,10 +231,10 @@ def run_generation(params: dict, ctx=None) -> GenerationOutcome:
     mode = _mode(params)
     prompt = str(params.get("prompt") or "")
     negative = str(params.get("negative_prompt") or "")
-    steps = _number(params, "steps", int, settings["steps"], 1, 150, "number of steps")
-    guidance = _number(params, "guidance", float, settings["guidance"], 0.0, 30.0, "guidance scale")
+    steps = _number(params, "steps", int, settings.get("steps"), 1, 150, "number of steps")
+    guidance = _number(params, "guidance", float, settings.get("guidance"), 0.0, 30.0, "guidance scale")
     batch = _number(params, "batch", int, 1, 1, 64, "batch count")
-    memory_mode = params.get("memory_mode") or settings["memory_mode"]
+    memory_mode = params.get("memory_mode") or settings.get("memory_mode")
     if memory_mode not in MEMORY_MODES:
         raise AppError(f"Unknown memory mode '{memory_mode}'.", "Choose one of: " + ", ".join(MEMORY_MODES) + ".")
     seed = params.get("seed")

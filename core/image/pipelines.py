@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class LoadedPipeline:
     base_scheduler_config: dict
     default_scheduler: str
     key: str = ""
+    memory_mode_applied: str | None = None
     variants: dict = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -239,8 +241,23 @@ def load_pipeline(path: str | Path, *, memory_mode: str = "none", device: str | 
 
     if memory_mode not in MEMORY_MODES:
         raise AppError(f"Unknown memory mode '{memory_mode}'.", "Choose one of: " + ", ".join(MEMORY_MODES) + ".")
-    source = inspect_model(path, config_dir=config_dir)
     cache = cache or default_cache()
+    # Fast path for the next generation with the same model: one stat() instead of re-inspecting the
+    # folder and re-choosing the device (milliseconds that would count against every image).
+    quick = (str(path), str(config_dir or ""), device, memory_mode == "cpu_offload", os.environ.get("LIENZO_DEVICE"))
+    known = _resolved.get(quick)
+    if known is not None:
+        stamp, key = known
+        try:
+            fresh = Path(path).expanduser().stat().st_mtime_ns == stamp
+        except OSError:
+            fresh = False
+        if fresh and key in cache:
+            try:
+                return cache.get_or_load(key, _stale_loader).model, True
+            except _Stale:  # unloaded meanwhile by another thread: take the full path
+                pass
+    source = inspect_model(path, config_dir=config_dir)
     dev, dtype = choose_device_dtype(device)
     # CPU offload moves weights between RAM and the GPU; without a GPU there is nothing to offload to.
     offload = memory_mode == "cpu_offload" and dev.startswith("cuda")
@@ -269,11 +286,28 @@ def load_pipeline(path: str | Path, *, memory_mode: str = "none", device: str | 
 
     info = ModelInfo(path=str(source.path), name=source.name, kind=KIND)
     entry = cache.get_or_load(key, loader, estimate_bytes=_estimate_bytes(source), info=info)
+    _resolved[quick] = (stamp, key)
     return entry.model, reused
 
 
+_resolved: dict[tuple, tuple[int, str]] = {}
+
+
+class _Stale(Exception):
+    pass
+
+
+def _stale_loader(*_):
+    raise _Stale()
+
+
 def apply_memory_mode(loaded: LoadedPipeline, pipe, memory_mode: str) -> None:
-    """Attention slicing and VAE tiling are switched per generation (no reload)."""
+    """Attention slicing and VAE tiling are switched per generation (no reload), only when they change:
+    walking every attention module costs milliseconds."""
+    # Tracked on the loaded model: its pipelines share the UNet and VAE these settings live in.
+    if loaded.memory_mode_applied == memory_mode:
+        return
+    loaded.memory_mode_applied = memory_mode
     if memory_mode == "none":
         pipe.disable_attention_slicing()
         pipe.vae.disable_tiling()
