@@ -276,6 +276,8 @@ def _attach(window) -> None:
                     lambda tables: studio.gallery.refresh() if {"generations", "images"} & set(tables) else None)
 
     window.project_opened.connect(opened)
+    if window.project is not None and getattr(window, "image_studio", None) is None:
+        opened(window.project)  # installed after a project was already open
 
 
 def install() -> None:
