@@ -285,3 +285,27 @@ def test_main_window_gets_the_dock_and_every_editor_its_actions(qtbot, tmp_path,
         assert isinstance(second.ai, EditorAI) and second.ai is not editor.ai
     finally:
         window.close_project()
+
+
+def test_text_ai_dock_follows_editor_tabs(qtbot, tmp_path):
+    """The Text AI dock shows with an editor tab and gives its room back to the canvas."""
+    from core.project import Project
+    from desktop.editor import ai_studio
+    from desktop.main_window import MainWindow
+
+    ai_studio.install()
+    project = Project.create(tmp_path / "dock.lienzo")
+    doc_id = project.create_document("Draft", "Some words.")
+    project.close()
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    window.open_project(str(tmp_path / "dock.lienzo"))
+    editor = window.open_document(doc_id)
+    qtbot.waitUntil(lambda: window.current_editor() is editor)
+    assert window.text_dock.isVisible()
+    window.workspace.setCurrentWidget(window.canvas)
+    assert not window.text_dock.isVisible()
+    window.workspace.setCurrentWidget(editor)
+    assert window.text_dock.isVisible()
+    window.close()

@@ -618,6 +618,17 @@ def attach_to_window(window) -> TextStudio:
         if getattr(editor, "ai", None) is None:
             EditorAI(editor, studio)
 
+    # The dock serves editors only: it gives its width back to the canvas and the inspection view,
+    # and comes back with an editor tab unless the user switched it off in the View menu.
+    wanted = {"shown": True}
+    dock.toggleViewAction().triggered.connect(lambda checked: wanted.update(shown=checked))
+
+    def follow_tab(_index: int = -1) -> None:
+        dock.setVisible(wanted["shown"] and window.current_editor() is not None)
+
+    window.workspace.currentChanged.connect(follow_tab)
+    follow_tab()
+
     window.editor_opened.connect(on_editor)
     for editor in getattr(window, "editors", lambda: [])():
         on_editor(editor)
