@@ -119,6 +119,45 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path) -> dict:
     return out
 
 
+def speed_only(name, root: Path) -> dict:
+    """Pipeline vs bare forward for both networks, untrained (speed does not depend on weights)."""
+    from core.inspect import data as D
+    from core.inspect import model as M
+    from core.inspect.score import Inspector
+
+    s = SETTINGS.get(name, {"image_size": 128, "patch": 64})
+    out = {}
+    for variant in ("ours", "baseline"):
+        size = s["image_size"]
+        if variant == "ours":
+            arch = {**M.DEFAULT_ARCH, "channels": 1}
+            cfg = {"map": {"mode": "seg", "sigma": 2.0, "score": "max"}}
+            norm = "percentile"
+        else:
+            arch = {"type": "textbook_vae", "channels": 1, "size": size, "width": 32, "latent": 128}
+            cfg = {"map": {"mode": "recon", "sigma": 0.0, "score": "max"}}
+            norm = "fixed"
+        cfg.update({"preprocess": {"size": size, "channels": 1, "normalise": norm},
+                    "calibration": {"threshold": 1.0, "scale": 1.0}})
+        torch.manual_seed(0)
+        insp = Inspector(M.build(arch).eval(), cfg, torch.device("cpu"))
+        paths = [i.path for i in D.scan(root).test][::7][:64]
+        arrays, _, _ = D.load_batch(paths, insp.prep)
+        x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
+        if variant == "ours":
+            insp.fit_position_stats(x[:16])
+        rates = {"bare": [], "pipe": []}
+        for _ in range(3):
+            rates["bare"].append(bare_forward_rate(insp, x))
+            rates["pipe"].append(pipeline_rate(insp, x))
+        bare, pipe = max(rates["bare"]), max(rates["pipe"])
+        out[variant] = {"infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
+                        "pipeline_vs_bare": round(pipe / bare, 3), "image_size": size}
+        print(f"{name:14s} {variant:9s} pipeline {pipe:7.2f} img/s, bare forward {bare:7.2f} img/s, "
+              f"ratio {pipe / bare:.3f}", flush=True)
+    return out
+
+
 def fmt(v):
     return "  n/a" if v is None else f"{v:.3f}"
 
@@ -130,10 +169,20 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model (<= 600)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the pipeline vs bare-forward inference rates (untrained networks, about a minute)")
     args = ap.parse_args(argv)
     threads = set_cpu_threads()
     print(f"torch {torch.__version__}, {threads} CPU threads, budget {args.budget:.0f} s per model", flush=True)
     results = {}
+    if args.speed_only:
+        for name in args.sets:
+            if (Path(args.data) / name).is_dir():
+                results[name] = speed_only(name, Path(args.data) / name)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             root = Path(args.data) / name
