@@ -320,3 +320,20 @@ def test_cli_calibrate_sets_f1_threshold_and_keeps_weights_valid(trained, subset
     assert out["method"] == "f1_optimal" == cfg["calibration"]["method"]
     assert cfg["calibration"]["threshold"] == out["threshold"]
     Inspector.load(copy, "cpu")  # still passes the checksum
+
+
+def test_colour_rotations_and_skipped_files_are_reported(subset, tmp_path):
+    data = tmp_path / "good"
+    data.mkdir()
+    for p in sorted((subset / "train" / "good").iterdir())[:9]:
+        # Colour copies of the grey tiles, mixed sizes kept.
+        Image.open(p).convert("RGB").save(data / f"{p.stem}.png")
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "m"
+    res = train.run({"data": str(data), "out": str(out), **FAST, "steps": 3, "channels": 3, "rot90": True}, Ctx())
+    assert [Path(p).name for p, _ in res["skipped"]] == ["broken.png"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["preprocess"]["channels"] == 3 and cfg["preprocess"]["rot90"] is True
+    assert cfg["arch"]["channels"] == 3 and cfg["training"]["skipped"] == 1
+    rows, _, skipped = Inspector.load(out, "cpu").inspect_paths(sorted(data.iterdir()))
+    assert len(rows) == 9 and len(skipped) == 1 and "not a readable image" in skipped[0][1]
