@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import sys
 
-from core.errors import AppError
+from core.errors import AppError, Cancelled
 
 # name -> (module, one-line help). Modules must not import torch at import time.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -53,7 +53,7 @@ def run_subcommand(args: argparse.Namespace) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("cancelled", file=sys.stderr)
         return 130
 
@@ -67,3 +67,29 @@ def progress_printer(prefix: str = ""):
             print(f"{prefix}[{event.step}{total}] {event.message}", file=sys.stderr, flush=True)
 
     return listener
+
+
+def run_job(fn, params: dict, *, kind: str, title: str | None = None, project=None, listener=None):
+    """Run one job to its end on a JobRunner, progress on stderr; Ctrl+C cancels it.
+
+    Returns the job's result. A failed job raises its AppError, a cancelled one `Cancelled`
+    (which run_subcommand turns into exit code 130)."""
+    from core.errors import Cancelled
+    from core.jobs import CANCELLED, FAILED, JobRunner
+
+    runner = JobRunner(project=project)
+    runner.add_listener(listener or progress_printer(f"{kind}: "))
+    handle = runner.submit(fn, params, kind=kind, title=title or kind)
+    try:
+        while not handle.wait(0.2):  # a timed wait lets Ctrl+C through
+            pass
+    except KeyboardInterrupt:
+        handle.cancel()
+        handle.wait()
+    finally:
+        runner.shutdown(cancel=True)
+    if handle.status == FAILED:
+        raise handle.error
+    if handle.status == CANCELLED:
+        raise Cancelled()
+    return handle.result

@@ -72,9 +72,10 @@ def params_from_args(args) -> dict:
 
 
 def _generate(args) -> int:
-    from core.cli import progress_printer
+    from pathlib import Path
+
+    from core.cli import progress_printer, run_job
     from core.image.generate import run_generation
-    from core.jobs import CANCELLED, FAILED, JobRunner
 
     params = params_from_args(args)
     project = None
@@ -82,36 +83,21 @@ def _generate(args) -> int:
         from core.project import Project
 
         project = Project.open(args.project)
-    runner = JobRunner(project=project)
-    runner.add_listener(progress_printer("image "))
     try:
-        handle = runner.submit(run_generation, params, kind="image.generate", title="Image generation")
-        try:
-            handle.wait()
-        except KeyboardInterrupt:
-            handle.cancel()
-            handle.wait()
-        if handle.status == CANCELLED:
-            print("cancelled", file=sys.stderr)
-            return 130
-        if handle.status == FAILED:
-            raise handle.error
-        outcome = handle.result
-        for notice in outcome.notices:
-            print(f"notice: {notice}", file=sys.stderr)
-        print(f"model loaded in {outcome.load_seconds:.2f} s; {outcome.seconds_per_step:.3f} s per step",
-              file=sys.stderr)
-        from pathlib import Path
-
-        out = Path(args.out)
-        for index, result in enumerate(outcome.results):
-            path = out if len(outcome.results) == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
-            print(f"{path}\tseed={result.seed}" + (f"\timage_id={result.image_id}" if result.image_id else ""))
-        return 0
+        outcome = run_job(run_generation, params, kind="image.generate", title="Image generation",
+                          project=project, listener=progress_printer("image "))
     finally:
-        runner.shutdown()
         if project is not None:
             project.close()
+    for notice in outcome.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    print(f"model loaded in {outcome.load_seconds:.2f} s; {outcome.seconds_per_step:.3f} s per step",
+          file=sys.stderr)
+    out = Path(args.out)
+    for index, result in enumerate(outcome.results):
+        path = out if len(outcome.results) == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+        print(f"{path}\tseed={result.seed}" + (f"\timage_id={result.image_id}" if result.image_id else ""))
+    return 0
 
 
 def main(args) -> int:

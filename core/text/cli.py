@@ -99,30 +99,13 @@ def _open_project(path: str | None, read_only_ok: bool = False):
 
 
 def _run(fn, params: dict, kind: str, project=None, quiet: bool = False):
-    """Run one job to its end on a JobRunner, printing progress on stderr; Ctrl+C cancels it."""
-    from core.cli import progress_printer
-    from core.errors import Cancelled
-    from core.jobs import JobRunner
+    """Run one job to its end, printing progress on stderr; Ctrl+C cancels it."""
+    from core.cli import progress_printer, run_job
 
-    runner = JobRunner(project)
     printer = progress_printer()
     # While text streams to stdout, per-token progress lines would only interleave with it.
-    runner.add_listener((lambda e: printer(e) if not e.step else None) if quiet else printer)
-    handle = runner.submit(fn, params, kind=kind, title=kind)
-    try:
-        while not handle.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        handle.cancel()
-        handle.wait()
-        raise
-    finally:
-        runner.shutdown(cancel=True)
-    if handle.status == "failed":
-        raise handle.error
-    if handle.status == "cancelled":
-        raise Cancelled()
-    return handle.result
+    listener = (lambda e: printer(e) if not e.step else None) if quiet else printer
+    return run_job(fn, params, kind=kind, project=project, listener=listener)
 
 
 def _parse_fields(items: list[str]) -> dict:
