@@ -72,8 +72,8 @@ def progress_printer(prefix: str = ""):
 def run_job(fn, params: dict, *, kind: str, title: str | None = None, project=None, listener=None):
     """Run one job to its end on a JobRunner, progress on stderr; Ctrl+C cancels it.
 
-    Returns the job's result. A failed job raises its AppError, a cancelled one `Cancelled`
-    (which run_subcommand turns into exit code 130)."""
+    Returns the finished JobHandle (`.result`, `.run_id`). A failed job raises its AppError, a
+    cancelled one `Cancelled` (which run_subcommand turns into exit code 130)."""
     from core.errors import Cancelled
     from core.jobs import CANCELLED, FAILED, JobRunner
 
@@ -92,4 +92,4 @@ def run_job(fn, params: dict, *, kind: str, title: str | None = None, project=No
         raise handle.error
     if handle.status == CANCELLED:
         raise Cancelled()
-    return handle.result
+    return handle

@@ -129,26 +129,9 @@ def _open_project(args):
 
 
 def _run_job(fn, params, kind, title, project):
-    from core.cli import progress_printer
-    from core.jobs import JobRunner
+    from core.cli import run_job
 
-    runner = JobRunner(project=project)
-    runner.add_listener(progress_printer(f"{kind}: "))
-    handle = runner.submit(fn, params, kind=kind, title=title)
-    try:
-        while not handle.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        handle.cancel()
-        handle.wait()
-        runner.shutdown()
-        raise
-    runner.shutdown(cancel=False)
-    if handle.status == "cancelled":
-        raise KeyboardInterrupt
-    if handle.error is not None:
-        raise handle.error
-    return handle
+    return run_job(fn, params, kind=kind, title=title, project=project)
 
 
 def _expand(paths) -> list[Path]:

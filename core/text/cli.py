@@ -105,7 +105,7 @@ def _run(fn, params: dict, kind: str, project=None, quiet: bool = False):
     printer = progress_printer()
     # While text streams to stdout, per-token progress lines would only interleave with it.
     listener = (lambda e: printer(e) if not e.step else None) if quiet else printer
-    return run_job(fn, params, kind=kind, project=project, listener=listener)
+    return run_job(fn, params, kind=kind, project=project, listener=listener).result
 
 
 def _parse_fields(items: list[str]) -> dict:
