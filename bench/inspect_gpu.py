@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from core import device as devices  # noqa: E402
 from core.inspect import model as M  # noqa: E402
 from core.inspect.synth import make_defects  # noqa: E402
-from core.inspect.train import DEFAULTS, PatchSampler, loss_terms  # noqa: E402
+from core.inspect.train import DEFAULTS, PatchSampler, loss_terms, optimise  # noqa: E402
 
 
 def load_images(data: str | None, size: int, limit: int = 64) -> torch.Tensor:
@@ -72,14 +72,7 @@ def main(argv=None) -> int:
             x_in, target, _ = batches[step % len(batches)]
             clean = x_in  # throughput only: content does not change the cost
             loss, _ = loss_terms(net, clean.to(dev), x_in.to(dev), target.to(dev), p, amp)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            optimise(loss, opt, scaler)
         sync()
         train_s = time.monotonic() - t0
         # Infer.

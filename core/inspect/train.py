@@ -170,6 +170,18 @@ def load_checkpoint(folder: Path, net, opt, g, p):
     return int(meta["step"]), float(meta["elapsed"])
 
 
+def optimise(loss, opt, scaler) -> None:
+    """One optimiser step; with a GradScaler (CUDA mixed precision) the loss is scaled first."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+
+
 def run(params: dict, ctx) -> dict:
     """Train an image inspector. params: data, out, and any of DEFAULTS. Returns a summary dict."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
@@ -252,14 +264,7 @@ def run(params: dict, ctx) -> dict:
                 x_in, target = make_defects(clean, g, float(p["p_defect"]))
             clean, x_in, target = clean.to(dev), x_in.to(dev), target.to(dev)
             loss, parts = loss_terms(net, clean, x_in, target, p, amp)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            optimise(loss, opt, scaler)
             step += 1
             lv = float(loss.item())
             if not math.isfinite(lv):
