@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
@@ -59,6 +58,8 @@ def when_painted(window, callback) -> None:
 def install_excepthook(window, interactive: bool = True) -> None:
     """Unexpected errors show a dialog and the app goes on; non-interactive runs exit 1."""
 
+    import traceback
+
     def hook(exc_type, exc, tb):
         if issubclass(exc_type, KeyboardInterrupt):
             QApplication.quit()
@@ -97,6 +98,7 @@ def install_features() -> list[str]:
     Returns one line per feature that failed.
     """
     import importlib
+    import traceback
 
     problems = []
     for module, _what in FEATURES:
@@ -118,14 +120,14 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
     app.setApplicationDisplayName("Lienzo")
     app.setStyle("Fusion")
     app.setStyleSheet(ui.stylesheet())
-    app.setWindowIcon(ui.icon("lienzo"))
     try:
         width, height = parse_size(size)
     except AppError as exc:
         print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
         return 2
 
-    window = MainWindow()
+    # The frame, menus and status bar paint first; the docks, workspace and features follow.
+    window = MainWindow(build=False)
     install_excepthook(window, interactive=screenshot is None)
     if screenshot:
         window.resize(width, height)
@@ -181,6 +183,15 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
     def first_paint():
         if probe:
             print(f"lienzo-paint window {time.time():.6f}", flush=True)
+        app.setWindowIcon(ui.icon("lienzo"))
+        window.build()
+        # Paint the complete window before the features load and the project opens.
+        when_painted(window, add_features_and_project)
+        window.update()
+
+    def add_features_and_project():
+        if probe:
+            print(f"lienzo-paint built {time.time():.6f}", flush=True)
         problems = install_features()
         window.apply_extensions()
         if problems:

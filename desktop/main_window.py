@@ -5,22 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QByteArray, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QPushButton,
-                               QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
-
 from typing import TYPE_CHECKING
+
+# Only what the first paint needs loads with this module (see MainWindow.build): PySide6 makes a
+# class's Python enums when the class is first imported, a few milliseconds each.
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QLabel, QMainWindow, QStackedWidget, QWidget
 
 from core.errors import AppError
 from desktop import ui
-from desktop.browser import ProjectBrowser, import_files_job
-from desktop.jobs_qt import JobPanel, QtJobs
-from desktop.project_qt import ProjectSignals
 
 if TYPE_CHECKING:
+    from PySide6.QtGui import QAction, QCloseEvent
+    from PySide6.QtWidgets import QMenu
+
     from desktop.canvas import CanvasPanel
     from desktop.editor import EditorPanel
+    from desktop.jobs_qt import QtJobs
+    from desktop.project_qt import ProjectSignals
 
 
 def _is_editor(widget) -> bool:
@@ -42,11 +44,13 @@ class MainWindow(QMainWindow):
     project_closed = Signal()
     editor_opened = Signal(object)     # EditorPanel
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, build: bool = True):
+        """build=False makes only the window's frame (what the app paints first, before most of
+        desktop/ is imported, like a bare window); `build()` adds everything inside it."""
         super().__init__(parent)
         self.setObjectName("MainWindow")
         self.setWindowTitle("Lienzo")
-        self.setWindowIcon(ui.icon("lienzo"))
+        self.built = False
         self.project = None
         self.project_path: Path | None = None
         self.jobs: QtJobs | None = None
@@ -58,6 +62,30 @@ class MainWindow(QMainWindow):
         self.views: dict[str, Callable[[], None]] = {"editor": self.show_editor_view,
                                                       "canvas": self.show_canvas_view}
 
+        self._applied_extensions: list[Callable] = []
+        if build:
+            self.build()
+
+    def build(self) -> None:
+        """The workspace, status bar, docks (browser, jobs), menus and extensions; idempotent."""
+        if self.built:
+            return
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QDockWidget, QTabWidget
+
+        from desktop.browser import ProjectBrowser
+        from desktop.jobs_qt import JobPanel
+
+        self.built = True
+        self.setWindowIcon(ui.icon("lienzo"))
+        # Any widget with text makes Qt set up its fonts (~25 ms), so none exists before this.
+        self.central = QStackedWidget()
+        self.setCentralWidget(self.central)
+        self.pixel_label = QLabel("")
+        self.pixel_label.setObjectName("PixelInfo")
+        self.project_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.pixel_label)
+        self.statusBar().addPermanentWidget(self.project_label)
         # Central area: the workspace tabs, or a welcome page when no project is open.
         self.workspace = QTabWidget()
         self.workspace.setObjectName("Workspace")
@@ -66,10 +94,8 @@ class MainWindow(QMainWindow):
         self.workspace.setDocumentMode(True)
         self.workspace.tabCloseRequested.connect(self.close_tab)
         self.no_project = self._make_no_project_page()
-        self.central = QStackedWidget()
         self.central.addWidget(self.no_project)
         self.central.addWidget(self.workspace)
-        self.setCentralWidget(self.central)
 
         self.browser = ProjectBrowser()
         self.browser.open_document.connect(self.open_document)
@@ -90,20 +116,14 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.BottomDockWidgetArea, self.jobs_dock)
         self.resizeDocks([self.browser_dock], [250], Qt.Horizontal)
         self.resizeDocks([self.jobs_dock], [120], Qt.Vertical)
-
-        self.pixel_label = QLabel("")
-        self.pixel_label.setObjectName("PixelInfo")
-        self.project_label = QLabel("")
-        self.statusBar().addPermanentWidget(self.pixel_label)
-        self.statusBar().addPermanentWidget(self.project_label)
-
         self._make_menus()
         self._update_project_state()
-        self._applied_extensions: list[Callable] = []
         self.apply_extensions()
 
     def apply_extensions(self) -> None:
         """Run the extensions not yet applied (the app installs features after the first paint)."""
+        if not self.built:
+            return  # build() applies them
         for extend in list(self.extensions):
             if extend not in self._applied_extensions:
                 self._applied_extensions.append(extend)
@@ -111,6 +131,9 @@ class MainWindow(QMainWindow):
 
     # -- construction -------------------------------------------------------------------------
     def _make_no_project_page(self) -> QWidget:
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QPushButton, QVBoxLayout
+
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.addStretch(1)
@@ -133,6 +156,8 @@ class MainWindow(QMainWindow):
         return page
 
     def _add(self, menu: QMenu, text: str, slot, shortcut=None, icon_name: str | None = None) -> QAction:
+        from PySide6.QtGui import QAction
+
         action = QAction(ui.icon(icon_name) if icon_name else ui.icon("none"), text, self)
         if shortcut is not None:
             action.setShortcut(shortcut)
@@ -141,6 +166,8 @@ class MainWindow(QMainWindow):
         return action
 
     def _make_menus(self) -> None:
+        from PySide6.QtGui import QAction, QKeySequence
+
         bar = self.menuBar()
         self.file_menu = bar.addMenu("&File")
         self.new_action = self._add(self.file_menu, "&New project…", self.new_project,
@@ -208,6 +235,8 @@ class MainWindow(QMainWindow):
         self.project_path = path
         from core.jobs import JobRunner
         from desktop.canvas import CanvasPanel
+        from desktop.jobs_qt import QtJobs
+        from desktop.project_qt import ProjectSignals
 
         self.jobs = QtJobs(JobRunner(project), self)
         self.jobs.finished.connect(self._job_finished)
@@ -230,6 +259,8 @@ class MainWindow(QMainWindow):
     def open_project_dialog(self, read_only: bool = False) -> bool:
         start = str(self.project_path.parent) if self.project_path else str(Path.home())
         title = "Open project read-only" if read_only else "Open project"
+        from PySide6.QtWidgets import QFileDialog
+
         path, _ = QFileDialog.getOpenFileName(self, title, start, PROJECT_FILTER)
         return self.open_project(path, read_only=read_only) if path else False
 
@@ -240,6 +271,8 @@ class MainWindow(QMainWindow):
 
     def new_project(self, path: str | Path | None = None) -> bool:
         if path is None:
+            from PySide6.QtWidgets import QFileDialog
+
             path, _ = QFileDialog.getSaveFileName(self, "New project", str(Path.home() / "Untitled.lienzo"),
                                                   PROJECT_FILTER)
             if not path:
@@ -287,6 +320,8 @@ class MainWindow(QMainWindow):
             return None
         if dest is None:
             suggestion = self.project_path.with_name(self.project_path.stem + " copy.lienzo")
+            from PySide6.QtWidgets import QFileDialog
+
             dest, _ = QFileDialog.getSaveFileName(self, "Save a copy of the project as",
                                                   str(suggestion), PROJECT_FILTER)
             if not dest:
@@ -462,11 +497,15 @@ class MainWindow(QMainWindow):
                                         "Open it normally (File ▸ Open project…) to import files."))
             return None
         if not paths:
+            from PySide6.QtWidgets import QFileDialog
+
             paths, _ = QFileDialog.getOpenFileNames(
                 self, "Import files", str(Path.home()),
                 "Images and text (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.txt *.md);;All files (*)")
             if not paths:
                 return None
+        from desktop.browser import import_files_job
+
         handle = self.jobs.submit(import_files_job, {"paths": [str(p) for p in paths]},
                                   kind="import", title=f"Import {len(paths)} file(s)")
         self._import_jobs.add(handle.id)
@@ -500,6 +539,8 @@ class MainWindow(QMainWindow):
     # -- window state -------------------------------------------------------------------------
     def restore_window_state(self, geometry: bool = True, state: bool = True) -> None:
         """Size and place the window, and put docks and toolbars back where the user left them."""
+        from PySide6.QtCore import QByteArray
+
         store = ui.settings()
         if geometry:
             saved = store.value("window/geometry")

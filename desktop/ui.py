@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import traceback
 from functools import lru_cache
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+# No `Qt` namespace here: its first use costs ~15 ms, which this module (loaded before the first
+# paint) must not pay; the dialogs below import it when they are shown.
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QMessageBox, QWidget
 
@@ -40,6 +40,8 @@ def stylesheet() -> str:
 @lru_cache(maxsize=1)
 def defaults() -> dict:
     """Default settings shipped in resources/settings.json."""
+    import json
+
     try:
         return json.loads(resource_path("settings.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -84,6 +86,10 @@ def error_box(parent: QWidget | None, exc: BaseException, title: str = "Lienzo")
 
     Non-modal-blocking (`open()`), so a job or a test never waits on it; the box is returned.
     """
+    import traceback
+
+    from PySide6.QtCore import Qt
+
     box = QMessageBox(parent)
     box.setObjectName("ErrorBox")
     box.setWindowTitle(title)
@@ -103,6 +109,8 @@ def error_box(parent: QWidget | None, exc: BaseException, title: str = "Lienzo")
 
 
 def info_box(parent: QWidget | None, title: str, text: str, details: str = "") -> QMessageBox:
+    from PySide6.QtCore import Qt
+
     box = QMessageBox(parent)
     box.setObjectName("InfoBox")
     box.setWindowTitle(title)

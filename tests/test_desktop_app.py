@@ -125,3 +125,50 @@ def test_a_broken_feature_is_reported_and_left_out(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "could not be loaded" in result.stderr and "desktop.no_such_feature" in result.stderr
     assert shot.exists()
+
+
+def test_first_paint_shows_the_frame_then_the_window_builds_itself(tmp_path):
+    """The first paint needs only the frame; the docks, menus and features come right after,
+    before the project opens. The frame's imports leave out the browser, jobs and editor."""
+    code = textwrap.dedent("""
+        import sys
+        from desktop import app
+
+        seen = []
+        original = app.when_painted
+
+        def when_painted(window, callback):
+            def record_then_go_on():
+                seen.append((window.built, window.centralWidget() is not None,
+                             "desktop.browser" in sys.modules, "desktop.jobs_qt" in sys.modules,
+                             window.project is not None))
+                callback()
+            original(window, record_then_go_on)
+
+        app.when_painted = when_painted
+        rc = app.run_gui(screenshot=sys.argv[1])
+        for entry in seen:
+            print("PAINT", *entry)
+        sys.exit(rc)
+    """)
+    result = run(["-c", code, str(tmp_path / "shot.png")])
+    assert result.returncode == 0, result.stderr
+    paints = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("PAINT")]
+    # frame: not built, nothing inside, none of the heavier desktop modules, no project
+    assert paints[0] == ["False", "False", "False", "False", "False"]
+    # complete window painted before the project opens
+    assert paints[1] == ["True", "True", "True", "True", "False"]
+    assert paints[-1][-1] == "True"
+
+
+def test_main_window_built_later_is_the_same_window(qtbot):
+    window = MainWindow(build=False)
+    qtbot.addWidget(window)
+    assert not window.built and window.centralWidget() is None
+    window.build()
+    window.build()  # idempotent
+    assert window.built
+    assert [a.text() for a in window.menuBar().actions()] == ["&File", "&View", "&Help"]
+    assert window.centralWidget() is window.central and window.central.count() == 2
+    assert window.project_label.text() == "No project"
+    assert window.browser_dock.widget() is window.browser
