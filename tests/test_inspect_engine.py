@@ -277,6 +277,20 @@ def test_gpu_script_runs_on_cpu():
     assert res["train_images_per_s"] > 0 and res["infer_images_per_s"] > 0 and res["device"].startswith("cpu")
 
 
+def test_settings_sweep_trains_and_evaluates_each_variant(subset, tmp_path):
+    variants = tmp_path / "variants.json"
+    variants.write_text(json.dumps({"small": {"steps": 2, "image_size": 64, "patch": 32, "batch": 4},
+                                    "broken": {"steps": 2, "image_size": 60}}))
+    r = subprocess.run([sys.executable, "bench/inspect_sweep.py", str(variants), "--data", str(subset),
+                        "--device", "cpu", "--jobs", "2", "--json", str(tmp_path / "out.json")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = {v["name"]: v for v in json.loads((tmp_path / "out.json").read_text())}
+    assert results["small"]["steps"] == 2 and 0 <= results["small"]["image_auroc"] <= 1
+    assert set(results["small"]["per_defect"]) == {"blowhole", "crack"}
+    assert "Image size 60 is not supported" in results["broken"]["error"]  # reported, not fatal
+
+
 def test_device_choice_and_oom_guard():
     from core import device
 
