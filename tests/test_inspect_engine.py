@@ -291,6 +291,15 @@ def test_settings_sweep_trains_and_evaluates_each_variant(subset, tmp_path):
     assert "Image size 60 is not supported" in results["broken"]["error"]  # reported, not fatal
 
 
+def test_feature_statistics_comparison_runs_on_a_trained_model(trained, subset):
+    out, _, _ = trained
+    r = subprocess.run([sys.executable, "bench/inspect_feature_stats.py", str(out), str(subset), "--cells", "1", "4"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if "AUROC" in line]
+    assert len(lines) == 3 and "own map" in lines[0] and "4x4 cells" in lines[2]
+
+
 def test_device_choice_and_oom_guard():
     from core import device
 

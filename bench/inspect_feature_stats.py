@@ -1,0 +1,132 @@
+"""What a feature-statistics map would give on a trained inspector, side by side with its own map.
+
+Post hoc, on a model folder made by `lienzo inspect train`: the encoder's stage outputs (at 1/4 of
+the input size, concatenated) of the good training images are modelled by one Gaussian per
+region of a cells x cells grid (PaDiM's idea, with the inspector's own VAE encoder instead of a
+pretrained network); a test position's anomaly is the Mahalanobis distance of its features. Prints
+image and pixel AUROC of the model's own map and of this map for each grid, and what the Gaussians
+would weigh in the model folder. Not part of the inspector yet: see bench/README.md.
+
+    .venv/bin/python bench/inspect_feature_stats.py MODEL DATA [--cells 8 16 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import core.inspect  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads: see there)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def stage_features(net, x):
+    """The encoder's stage outputs brought to 1/4 of the input size and concatenated."""
+    outs, h = [], x
+    for index, layer in enumerate(net.encoder):
+        h = layer(h)
+        if index >= 2 and index % 2 == 0:  # the end of each stride-2 stage
+            outs.append(h)
+    size = outs[min(1, len(outs) - 1)].shape[-2:]
+    return torch.cat([F.adaptive_avg_pool2d(o, size) for o in outs], 1)
+
+
+def cell_index(height, width, cells):
+    rows = torch.arange(height) * cells // height
+    cols = torch.arange(width) * cells // width
+    return (rows[:, None] * cells + cols[None, :]).reshape(-1)
+
+
+def fit(features, cells, shrink=0.01):
+    """One Gaussian per cell over all good images' positions in it; covariance shrunk to stay
+    invertible. Returns (mean (C, D), precision (C, D, D))."""
+    n, d, h, w = features.shape
+    flat = features.permute(0, 2, 3, 1).reshape(n, h * w, d).double()
+    index = cell_index(h, w, cells)
+    means, precisions = [], []
+    for c in range(cells * cells):
+        v = flat[:, index == c].reshape(-1, d)
+        mean = v.mean(0)
+        cov = torch.cov(v.T)
+        cov = cov + shrink * cov.diagonal().mean().clamp_min(1e-8) * torch.eye(d, dtype=cov.dtype)
+        # One matrix at a time: MKL's batched LU rejects some batch shapes.
+        means.append(mean)
+        precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(cov)))
+    return torch.stack(means).float(), torch.stack(precisions).float()
+
+
+def distance(features, mean, precision, cells):
+    n, d, h, w = features.shape
+    flat = features.permute(0, 2, 3, 1).reshape(n, h * w, d)
+    index = cell_index(h, w, cells)
+    out = torch.empty(n, h * w)
+    for c in range(cells * cells):
+        where = (index == c).nonzero().flatten()
+        v = flat[:, where] - mean[c]
+        out[:, where] = ((v @ precision[c]) * v).sum(-1)
+    return out.clamp_min(0).sqrt().reshape(n, h, w)
+
+
+def main(argv=None) -> int:
+    from core.inspect import data as D
+    from core.inspect import model as M
+    from core.inspect.metrics import _auroc, pixel_auroc
+    from core.inspect.score import Inspector
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("data")
+    ap.add_argument("--cells", type=int, nargs="+", default=[8, 16, 32])
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    insp = Inspector.load(args.model, "cpu")
+    if not hasattr(insp.net, "encoder") or insp.net.arch.get("type") != "spatial_vae":
+        print("this needs an inspector model (spatial VAE)", file=sys.stderr)
+        return 2
+    ds = D.scan(args.data)
+    size = int(insp.prep["size"])
+
+    def load(items):
+        arrays, _, _ = D.load_batch([i.path for i in items], insp.prep)
+        keep = [(a, i) for a, i in zip(arrays, items) if a is not None]
+        return torch.from_numpy(np.stack([a for a, _ in keep])), [i for _, i in keep]
+
+    x_good, _ = load(ds.train)
+    x_test, items = load(ds.test)
+    labels = np.array([0 if i.is_good else 1 for i in items])
+    masks = np.stack([D.read_mask(i.mask, (size, size)) for i in items])
+    has_masks = any(i.mask is not None for i in items)
+
+    def report(name, maps):
+        maps = maps.numpy()
+        scores = maps.reshape(len(maps), -1).max(1)
+        pix = pixel_auroc(maps, masks) if has_masks else None
+        print(f"{name:34s} image AUROC {_auroc(labels, scores):.3f}   pixel AUROC "
+              + ("  n/a" if pix is None else f"{pix:.3f}"), flush=True)
+
+    report("the model's own map", insp.score_tensor(x_test, keep_maps=True)[1])
+    batches = lambda x: torch.cat([stage_features(insp.net, x[i:i + 32]) for i in range(0, len(x), 32)])  # noqa: E731
+    t0 = time.monotonic()
+    f_good, f_test = batches(x_good), batches(x_test)
+    print(f"features: {f_good.shape[1]} per position on a {f_good.shape[2]}x{f_good.shape[3]} grid "
+          f"({time.monotonic() - t0:.1f} s for {len(x_good) + len(x_test)} images)")
+    for cells in args.cells:
+        cells = min(cells, f_good.shape[2])
+        mean, precision = fit(f_good, cells)
+        d = distance(f_test, mean, precision, cells)
+        maps = M.blur(F.interpolate(d[:, None], size=(size, size), mode="bilinear", align_corners=False), 2.0)[:, 0]
+        megabytes = (mean.numel() + precision.numel()) * 4 / 2**20
+        report(f"feature statistics, {cells}x{cells} cells", maps)
+        print(f"{'':34s} ({megabytes:.0f} MB of Gaussians)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
