@@ -126,7 +126,7 @@ def run_gui(project=None, screenshot=None, view=None, size=None) -> int:
         print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
         return 2
 
-    # The frame, menus and status bar paint first; the docks, workspace and features follow.
+    # The frame paints first; its contents, then the features and the project follow (first_paint).
     window = MainWindow(build=False)
     install_excepthook(window, interactive=screenshot is None)
     if screenshot:
