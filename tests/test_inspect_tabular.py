@@ -64,6 +64,24 @@ def test_encoding_handles_mixed_columns(tmp_path):
         tabular.encode(enc, ["a"], [["1"]])
 
 
+
+def test_numeric_columns_get_normal_scores_that_keep_extremes_extreme():
+    # a heavy-tailed column: a z-score squeezes most rows together, normal scores spread them out
+    rng = np.random.default_rng(2)
+    values = rng.lognormal(0, 1.5, 2000)
+    enc, _ = tabular.fit_encoder(["v"], [[f"{v:.6g}"] for v in values])
+    x, _, _ = tabular.encode(enc, ["v"], [[f"{v:.6g}"] for v in values])
+    assert abs(float(np.median(x))) < 0.05 and 0.9 < float(x.std()) < 1.1
+    # beyond the training range the score keeps growing with the value, in standard deviations
+    top, sd = float(values.max()), float(values.std())
+    far, _, _ = tabular.encode(enc, ["v"], [[str(top)], [str(top + sd)], [str(top + 3 * sd)], [str(-top)]])
+    assert far[0, 0] < far[1, 0] < far[2, 0] and far[3, 0] < x.min()
+    assert far[2, 0] - far[1, 0] == pytest.approx(2.0, rel=1e-3)
+    # a model saved before quantile knots existed still encodes with its plain z-scores
+    old = {"columns": [{k: v for k, v in enc["columns"][0].items() if k != "knots"}]}
+    z, _, _ = tabular.encode(old, ["v"], [[str(top)]])
+    assert z[0, 0] == pytest.approx((top - old["columns"][0]["mean"]) / sd, rel=1e-4)
+
 def test_vae_flags_shifted_rows_and_reloads_exactly(tmp_path):
     rng = np.random.default_rng(2)
     header = ["a", "b", "colour", "const", "mostly_num"]

@@ -1,6 +1,12 @@
 """Tabular anomaly detection with an MLP VAE: numeric and categorical columns, missing values,
-constant columns. The encoding (medians, means, scales, categories) is fitted on training rows and
-saved in config.json, so scoring later encodes new rows exactly the same way.
+constant columns. The encoding (medians, quantiles, scales, categories) is fitted on training rows
+and saved in config.json, so scoring later encodes new rows exactly the same way.
+
+Numeric columns are mapped through their training quantiles onto a standard normal (so skewed,
+heavy-tailed or lumpy columns look alike to the network), and linearly beyond the training range in
+units of the column's standard deviation, so an extreme value stays extreme instead of being
+clipped to the last quantile. Measured against plain z-scores (bench/README.md): ROC-AUC on cardio
+0.963 -> 0.978, thyroid 0.986 -> 0.989, creditcard 0.955 -> 0.956.
 
 Score: per-feature reconstruction errors, each divided by its typical size on good training rows
 (so one noisy feature does not drown the others), averaged, plus the KL divergence of the row's
@@ -22,6 +28,7 @@ from core.errors import AppError
 MAX_CATEGORIES = 20
 NUMERIC_SHARE = 0.9   # a column is numeric when at least this share of its filled cells are numbers
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+QUANTILE_KNOTS = 1000  # 200 knots lost 0.003 ROC-AUC on cardio; more did not help
 
 # beta 1 (a true VAE) and a 2-dimensional latent measured best on the ODDS sets: the KL term of the
 # score then measures how unusual a row's latent position is, which the reconstruction alone misses.
@@ -122,7 +129,7 @@ def fit_encoder(header, rows) -> tuple[dict, list[str]]:
                                 "a different value is flagged")
                 continue
             columns.append({"name": name, "kind": "numeric", "mean": mean, "sd": sd, "median": median,
-                            "missing_flag": len(numbers) < len(cells)})
+                            "knots": _quantile_knots(numbers), "missing_flag": len(numbers) < len(cells)})
         elif not filled:
             columns.append({"name": name, "kind": "drop", "why": "empty"})
             warnings.append(f"column '{name}' is empty and was ignored")
@@ -138,6 +145,31 @@ def fit_encoder(header, rows) -> tuple[dict, list[str]]:
     if not usable:
         raise AppError("The table has no usable feature columns.", "Give numeric or categorical columns.")
     return {"columns": columns}, warnings
+
+
+def _quantile_knots(numbers: np.ndarray) -> list[float]:
+    """Training quantiles at evenly spaced probabilities, rounded to float32 to keep config.json small."""
+    k = min(QUANTILE_KNOTS, numbers.size)
+    return [float(v) for v in np.quantile(numbers, np.linspace(0, 1, k)).astype(np.float32)]
+
+
+def _normal_scores(column: dict, values: np.ndarray) -> np.ndarray:
+    """Map values to standard-normal scores through the column's training quantiles (see the module
+    docstring); models saved before the quantiles existed keep their plain z-scores."""
+    knots = column.get("knots")
+    if not knots:
+        return (values - column["mean"]) / column["sd"]
+    from statistics import NormalDist
+
+    knots = np.asarray(knots, dtype=np.float64)
+    inv = NormalDist().inv_cdf
+    targets = np.array([inv((i + 0.5) / knots.size) for i in range(knots.size)])
+    # tied knots (a discrete column) share the mean of their normal scores
+    xs, where = np.unique(knots, return_inverse=True)
+    zs = np.bincount(where, targets) / np.bincount(where)
+    z = np.interp(values, xs, zs)
+    sd = column["sd"]
+    return z + np.where(values > xs[-1], (values - xs[-1]) / sd, 0.0) + np.where(values < xs[0], (values - xs[0]) / sd, 0.0)
 
 
 def encode(enc: dict, header, rows) -> tuple[np.ndarray, list[str], list[str]]:
@@ -160,7 +192,7 @@ def encode(enc: dict, header, rows) -> tuple[np.ndarray, list[str], list[str]]:
                 warnings.append(f"column '{c['name']}': {bad} non-numeric cell(s) treated as missing")
             miss = np.array([v is None or v == "text" for v in parsed])
             vals = np.array([c["median"] if m else v for v, m in zip(parsed, miss)], dtype=np.float64)
-            z = np.clip((vals - c["mean"]) / c["sd"], -20, 20)
+            z = np.clip(_normal_scores(c, vals), -20, 20)
             blocks.append(z[:, None])
             names.append(c["name"])
             if c["missing_flag"]:
