@@ -261,6 +261,24 @@ def test_cli_train_eval_run_with_project(subset, trained, tmp_path):
         assert len(p.inspection_results(runs["inspect.eval"]["id"])) == 12
         assert {m["kind"] for m in p.list_models()} == {"inspector-image"}
 
+    # An operator moves the threshold in the app (it goes to the project's audit trail): the command
+    # line then gives the app's verdicts for that project, unless --sensitivity asks for the model's.
+    from core.inspect import session
+
+    scores = sorted(r["score"] for r in res)
+    moved = (scores[2] + scores[3]) / 2
+    with Project.open(proj) as p:
+        model = next(m for m in p.list_models() if m["path"] == str(Path(trained[0]).resolve()))
+        session.set_threshold(p, model, moved, user="qa")
+    r = _cli("run", trained[0], crack, subset / "test" / "good", "--json", "--project", proj)
+    out = json.loads(r.stdout)
+    assert out["threshold_source"] == "project" and out["threshold"] == pytest.approx(moved)
+    assert [x["verdict"] for x in out["results"]] == session.verdicts([x["score"] for x in out["results"]], moved)
+    assert sum(x["verdict"] == "FAIL" for x in out["results"]) == 4
+    r = _cli("run", trained[0], crack, "--json", "--project", proj, "--sensitivity", "0.5")
+    out = json.loads(r.stdout)
+    assert out["threshold_source"] == "model" and out["threshold"] != pytest.approx(moved)
+
 
 def test_cli_errors_are_two_lines_and_exit_2(tmp_path):
     r = _cli("train", tmp_path, "--out", tmp_path / "m", "--steps", 1)

@@ -167,6 +167,29 @@ def _model_id(project, folder) -> int | None:
     return _register(project, "inspector-" + config.get("task", "image"), folder, config)
 
 
+def _operator_threshold(project, folder, sensitivity) -> float | None:
+    """The threshold an operator set for this model in the project (the inspection view's slider,
+    kept in the audit trail), so the command line gives the same verdicts as the app. An explicit
+    --sensitivity asks for the model's own calibration instead."""
+    if project is None or sensitivity is not None:
+        return None
+    from core.inspect import session
+
+    model_id = _model_id(project, folder)
+    model = project.get_model(model_id)
+    threshold = session.current_threshold(project, model)
+    return None if threshold == session.calibrated_threshold(model) else threshold
+
+
+def _apply_threshold(config: dict, params: dict) -> str:
+    """Put the operator's threshold (see _operator_threshold) into a loaded model's config."""
+    if params.get("threshold") is None:
+        return "model"
+    config["calibration"] = {**config["calibration"], "threshold": float(params["threshold"])}
+    config["sensitivity"] = 0.5
+    return "project"
+
+
 # -- jobs --------------------------------------------------------------------------------------------
 
 def eval_job(params, ctx):
@@ -176,8 +199,10 @@ def eval_job(params, ctx):
     insp = Inspector.load(params["model"], params.get("device", "auto"))
     if params.get("sensitivity") is not None:
         insp.config["sensitivity"] = float(params["sensitivity"])
+    source = _apply_threshold(insp.config, params)
     ctx.progress(0, 1, "scoring labelled images")
     res = evaluate(insp, params["data"])
+    res["threshold_source"] = source
     items, scores = res.pop("_items"), res.pop("_scores")
     from core.inspect.score import normalised
 
@@ -195,6 +220,7 @@ def run_job(params, ctx):
     from core.inspect.score import Inspector, heatmap_overlay
 
     insp = Inspector.load(params["model"], params.get("device", "auto"))
+    source = _apply_threshold(insp.config, params)
     paths = _expand(params["paths"])
     want_maps = bool(params.get("heatmaps")) or ctx.project is not None
     rows, maps, skipped = insp.inspect_paths(
@@ -214,8 +240,8 @@ def run_job(params, ctx):
     ctx.metrics.update({"images": len(rows), "fail": sum(r["verdict"] == "FAIL" for r in rows),
                         "skipped": len(skipped)})
     return {"results": rows, "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            "threshold": insp.calibration["threshold"], "sensitivity": insp.sensitivity,
-            "_maps": maps, "_calibration": insp.calibration}
+            "threshold": insp.calibration["threshold"], "threshold_source": source,
+            "sensitivity": insp.sensitivity, "_maps": maps, "_calibration": insp.calibration}
 
 
 def _store_image_results(project, run_id, model_folder, rows, maps, calibration, kind_params):
@@ -290,7 +316,9 @@ def _train(args, project) -> int:
 
 def _eval(args, project) -> int:
     handle = _run_job(eval_job, {"model": str(args.model), "data": str(args.data), "device": args.device,
-                                 "sensitivity": args.sensitivity}, "inspect.eval", "Evaluate inspector", project)
+                                 "sensitivity": args.sensitivity,
+                                 "threshold": _operator_threshold(project, args.model, args.sensitivity)},
+                      "inspect.eval", "Evaluate inspector", project)
     res = dict(handle.result)
     rows = res.pop("_rows")
     if project is not None:
@@ -298,7 +326,7 @@ def _eval(args, project) -> int:
 
         _store_image_results(project, handle.run_id, args.model,
                              [{**r, "path": r["item_path"]} for r in rows], None,
-                             store.read_config(args.model)["calibration"], {})
+                             {**store.read_config(args.model)["calibration"], "threshold": res["threshold"]}, {})
         res["run_id"] = handle.run_id
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"image AUROC {fmt(res['image_auroc'])} · pixel AUROC {fmt(res['pixel_auroc'])} · "
@@ -313,7 +341,8 @@ def _eval(args, project) -> int:
 
 def _run(args, project) -> int:
     params = {"model": str(args.model), "paths": [str(p) for p in args.paths], "heatmaps": args.heatmaps,
-              "device": args.device, "sensitivity": args.sensitivity}
+              "device": args.device, "sensitivity": args.sensitivity,
+              "threshold": _operator_threshold(project, args.model, args.sensitivity)}
     handle = _run_job(run_job, params, "inspect.run", "Inspect images", project)
     res = dict(handle.result)
     maps, calibration = res.pop("_maps"), res.pop("_calibration")
@@ -373,10 +402,12 @@ def eval_table_job(params, ctx):
     from core.inspect import tabular
 
     insp = tabular.TableInspector.load(params["model"])
+    source = _apply_threshold(insp.config, params)
     header, rows = tabular.read_csv(params["csv"])
     feats, rows, labels = tabular.split_label(header, rows, params["label_column"], required=params["need_labels"])
     scores, norm, warnings = insp.score_rows(feats, rows)
-    res = {"threshold": insp.config["calibration"]["threshold"], "warnings": warnings}
+    res = {"threshold": insp.config["calibration"]["threshold"], "threshold_source": source,
+           "warnings": warnings}
     if labels is not None:
         res.update(tabular.table_metrics(scores, norm, labels))
         ctx.metrics.update({"roc_auc": res["roc_auc"], "f1": res["f1"]})
@@ -389,7 +420,8 @@ def eval_table_job(params, ctx):
 
 def _table_common(args, project, need_labels: bool):
     handle = _run_job(eval_table_job, {"model": str(args.model), "csv": str(args.csv),
-                                       "label_column": args.label_column, "need_labels": need_labels},
+                                       "label_column": args.label_column, "need_labels": need_labels,
+                                       "threshold": _operator_threshold(project, args.model, None)},
                       "inspect.eval_table" if need_labels else "inspect.run_table", "Table inspection", project)
     res = dict(handle.result)
     rows = res.pop("_rows")
