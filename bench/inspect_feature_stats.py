@@ -1,11 +1,12 @@
-"""What a feature-statistics map would give on a trained inspector, side by side with its own map.
+"""The feature-statistics map alone, at other grids and with every channel, beside a model's own map.
 
 Post hoc, on a model folder made by `lienzo inspect train`: the encoder's stage outputs (at 1/4 of
 the input size, concatenated) of the good training images are modelled by one Gaussian per
 region of a cells x cells grid (PaDiM's idea, with the inspector's own VAE encoder instead of a
 pretrained network); a test position's anomaly is the Mahalanobis distance of its features. Prints
-image and pixel AUROC of the model's own map and of this map for each grid, and what the Gaussians
-would weigh in the model folder. Not part of the inspector yet: see bench/README.md.
+image and pixel AUROC of the model's own map (which since 2026-11-26 adds an 8 x 8, 100-channel
+version of this map to the segmentation map: core/inspect/feature_stats.py) and of the feature map
+alone for each grid with all channels, and what those Gaussians would weigh.
 
     .venv/bin/python bench/inspect_feature_stats.py MODEL DATA [--cells 8 16 32]
 """
@@ -27,56 +28,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-def stage_features(net, x):
-    """The encoder's stage outputs brought to 1/4 of the input size and concatenated."""
-    outs, h = [], x
-    for index, layer in enumerate(net.encoder):
-        h = layer(h)
-        if index >= 2 and index % 2 == 0:  # the end of each stride-2 stage
-            outs.append(h)
-    size = outs[min(1, len(outs) - 1)].shape[-2:]
-    return torch.cat([F.adaptive_avg_pool2d(o, size) for o in outs], 1)
-
-
-def cell_index(height, width, cells):
-    rows = torch.arange(height) * cells // height
-    cols = torch.arange(width) * cells // width
-    return (rows[:, None] * cells + cols[None, :]).reshape(-1)
-
-
-def fit(features, cells, shrink=0.01):
-    """One Gaussian per cell over all good images' positions in it; covariance shrunk to stay
-    invertible. Returns (mean (C, D), precision (C, D, D))."""
-    n, d, h, w = features.shape
-    flat = features.permute(0, 2, 3, 1).reshape(n, h * w, d).double()
-    index = cell_index(h, w, cells)
-    means, precisions = [], []
-    for c in range(cells * cells):
-        v = flat[:, index == c].reshape(-1, d)
-        mean = v.mean(0)
-        cov = torch.cov(v.T)
-        cov = cov + shrink * cov.diagonal().mean().clamp_min(1e-8) * torch.eye(d, dtype=cov.dtype)
-        # One matrix at a time: MKL's batched LU rejects some batch shapes.
-        means.append(mean)
-        precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(cov)))
-    return torch.stack(means).float(), torch.stack(precisions).float()
-
-
-def distance(features, mean, precision, cells):
-    n, d, h, w = features.shape
-    flat = features.permute(0, 2, 3, 1).reshape(n, h * w, d)
-    index = cell_index(h, w, cells)
-    out = torch.empty(n, h * w)
-    for c in range(cells * cells):
-        where = (index == c).nonzero().flatten()
-        v = flat[:, where] - mean[c]
-        out[:, where] = ((v @ precision[c]) * v).sum(-1)
-    return out.clamp_min(0).sqrt().reshape(n, h, w)
-
-
 def main(argv=None) -> int:
     from core.inspect import data as D
     from core.inspect import model as M
+    from core.inspect.feature_stats import FeatureGaussians
     from core.inspect.metrics import _auroc, pixel_auroc
     from core.inspect.score import Inspector
 
@@ -112,17 +67,17 @@ def main(argv=None) -> int:
               + ("  n/a" if pix is None else f"{pix:.3f}"), flush=True)
 
     report("the model's own map", insp.score_tensor(x_test, keep_maps=True)[1])
-    batches = lambda x: torch.cat([stage_features(insp.net, x[i:i + 32]) for i in range(0, len(x), 32)])  # noqa: E731
+    batches = lambda x: torch.cat([insp.net.stage_features(x[i:i + 32]) for i in range(0, len(x), 32)])  # noqa: E731
     t0 = time.monotonic()
     f_good, f_test = batches(x_good), batches(x_test)
     print(f"features: {f_good.shape[1]} per position on a {f_good.shape[2]}x{f_good.shape[3]} grid "
           f"({time.monotonic() - t0:.1f} s for {len(x_good) + len(x_test)} images)")
     for cells in args.cells:
         cells = min(cells, f_good.shape[2])
-        mean, precision = fit(f_good, cells)
-        d = distance(f_test, mean, precision, cells)
+        gauss = FeatureGaussians.fit([f_good], torch.arange(f_good.shape[1]), cells)
+        d = gauss.distance(f_test)
         maps = M.blur(F.interpolate(d[:, None], size=(size, size), mode="bilinear", align_corners=False), 2.0)[:, 0]
-        megabytes = (mean.numel() + precision.numel()) * 4 / 2**20
+        megabytes = (gauss.mean.numel() + gauss.precision.numel()) * 4 / 2**20
         report(f"feature statistics, {cells}x{cells} cells", maps)
         print(f"{'':34s} ({megabytes:.0f} MB of Gaussians)")
     return 0

@@ -89,10 +89,13 @@ def test_reloaded_model_scores_exactly_as_after_training(trained, subset):
     cfg, tensors = store.load_model(out)
     from core.inspect import model as M
 
+    from core.inspect.feature_stats import FeatureGaussians
+
     net = M.build(cfg["arch"])
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("stats.")})
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))})
     stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
-    mem = Inspector(net, cfg, torch.device("cpu"), stats)
+    gauss = FeatureGaussians.from_tensors(tensors, cfg["map"]["features"]["cells"])
+    mem = Inspector(net, cfg, torch.device("cpu"), stats, gauss)
     paths = sorted((subset / "test" / "crack").iterdir())
     rows_a, _, _ = mem.inspect_paths(paths)
     rows_b, _, _ = Inspector.load(out, "cpu").inspect_paths(paths)
@@ -179,6 +182,40 @@ def _changed(src: Path, dst: Path, fn):
     a = np.asarray(Image.open(src).convert("L"), dtype=np.float32)
     Image.fromarray(np.clip(fn(a), 0, 255).astype(np.uint8)).save(dst)
     return dst
+
+
+def test_trained_inspector_adds_the_feature_map_to_its_own(trained, subset):
+    from core.inspect import data as D
+    from core.inspect import feature_stats as FS
+    from core.inspect import model as M
+
+    out = trained[0]
+    cfg = json.loads((out / "config.json").read_text())
+    features = cfg["map"]["features"]
+    assert features["cells"] == FS.CELLS and features["channels"] == FS.CHANNELS
+    own_spread, feature_spread = features["combine"]["own"], features["combine"]["features"]
+    assert own_spread[1] > 0 and feature_spread[1] > 0
+    _, tensors = store.load_model(out)
+    assert tensors["features.precision"].shape == (FS.CELLS ** 2, FS.CHANNELS, FS.CHANNELS)
+    with_features = Inspector.load(out, "cpu")
+    paths = sorted((subset / "test" / "crack").iterdir())
+    rows, maps, _ = with_features.inspect_paths(paths, keep_maps=True)
+    # the same network without the feature statistics: the own map alone (how older models score)
+    own_cfg = {**cfg, "map": {k: v for k, v in cfg["map"].items() if k != "features"}}
+    net = M.build(cfg["arch"])
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))})
+    stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+    own_only = Inspector(net, own_cfg, torch.device("cpu"), stats)
+    _, own_maps, _ = own_only.inspect_paths(paths, keep_maps=True)
+    gauss = with_features.features
+    x = torch.from_numpy(np.stack(D.load_batch(paths, cfg["preprocess"])[0]))
+    with torch.inference_mode():
+        fmap = with_features._feature_map(net.eval().stage_features(x), x.shape[-2:])
+    for k, p in enumerate(paths):
+        expected = ((torch.from_numpy(own_maps[str(p)]) - own_spread[0]) / own_spread[1]
+                    + (fmap[k] - feature_spread[0]) / feature_spread[1])
+        assert torch.allclose(torch.from_numpy(maps[str(p)]), expected, atol=1e-4)
+    assert gauss.mean.shape == (FS.CELLS ** 2, FS.CHANNELS)
 
 
 def test_good_parts_stay_pass_under_lighting_drift_and_small_shifts(trained, subset, tmp_path):

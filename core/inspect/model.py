@@ -72,6 +72,25 @@ class SpatialVAE(nn.Module):
     def multiple(self) -> int:
         return 2 ** (self.arch["depth"] + (1 if self.seg is not None else 0))
 
+    def _encoder_with_stages(self, x):
+        """The encoder's output and the ends of its stride-2 stages (layers 2, 4, ...)."""
+        stages, h = [], x
+        for index, layer in enumerate(self.encoder):
+            h = layer(h)
+            if index >= 2 and index % 2 == 0:
+                stages.append(h)
+        return h, stages
+
+    @staticmethod
+    def _stage_features(stages):
+        """Stage outputs brought to the second stage's grid (1/4 of the input) and concatenated."""
+        size = stages[min(1, len(stages) - 1)].shape[-2:]
+        return torch.cat([F.adaptive_avg_pool2d(s, size) for s in stages], 1)
+
+    def stage_features(self, x):
+        """(N, C, H, W) -> (N, sum of stage widths, H/4, W/4): what core.inspect.feature_stats models."""
+        return self._stage_features(self._encoder_with_stages(x)[1])
+
     def encode(self, x):
         mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)
@@ -82,11 +101,16 @@ class SpatialVAE(nn.Module):
         h1 = F.interpolate(h1, size=h0.shape[-2:], mode="nearest")
         return self.seg["out"](self.seg["up"](torch.cat([h0, h1], 1)))
 
-    def forward(self, x, sample: bool = False):
-        mu, logvar = self.encode(x)
+    def forward(self, x, sample: bool = False, features: bool = False):
+        """(recon, mu, logvar, seg), plus the stage features when asked (one encoder pass for both)."""
+        h, stages = self._encoder_with_stages(x) if features else (self.encoder(x), None)
+        mu, logvar = self.to_stats(h).chunk(2, dim=1)
+        logvar = logvar.clamp(-10, 10)
         zlat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         recon = self.decoder(zlat)
         seg = self.segment(x, recon) if self.seg is not None else None
+        if features:
+            return recon, mu, logvar, seg, self._stage_features(stages)
         return recon, mu, logvar, seg
 
 

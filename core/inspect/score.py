@@ -62,7 +62,7 @@ def effective_threshold(calibration: dict, sensitivity: float = 0.5) -> float:
 class Inspector:
     """A trained image model ready to score. Build with Inspector.load(folder) or from training."""
 
-    def __init__(self, net, config: dict, device=None, stats: dict | None = None):
+    def __init__(self, net, config: dict, device=None, stats: dict | None = None, features=None):
         self.net = net.eval()
         self.config = config
         self.device = device or torch.device("cpu")
@@ -70,6 +70,8 @@ class Inspector:
         self.batch = 16
         # Per-position statistics of the map over good images (None until fitted).
         self.stats = {k: v.to(self.device) for k, v in stats.items()} if stats else None
+        # Gaussians of the encoder's features per region (core.inspect.feature_stats), or None.
+        self.features = features.to(self.device) if features is not None else None
 
     @classmethod
     def load(cls, folder, device: str = "auto") -> "Inspector":
@@ -80,13 +82,19 @@ class Inspector:
         dev = devices.choose_device(device)
         net = M.build(config["arch"])
         stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("stats.")}
+        features = None
+        feature_config = config["map"].get("features")
         try:
+            if feature_config:
+                from core.inspect.feature_stats import FeatureGaussians
+
+                features = FeatureGaussians.from_tensors(tensors, feature_config["cells"])
+            tensors = {k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))}
             net.load_state_dict(tensors)
-        except RuntimeError as exc:
+        except (RuntimeError, KeyError) as exc:
             raise AppError(f"The weights in '{folder}' do not fit the architecture in config.json.",
                            "The folder is inconsistent; retrain or copy it again.") from exc
-        insp = cls(net.to(dev), config, dev, stats or None)
+        insp = cls(net.to(dev), config, dev, stats or None, features)
         insp.folder = Path(folder)
         return insp
 
@@ -102,8 +110,12 @@ class Inspector:
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
         mode = self.config["map"]["mode"]
+        combine = self.config["map"].get("features", {}).get("combine") if self.features is not None else None
         with devices.autocast(self.device):
-            recon, _, _, seg = self.net(x)
+            if self.features is not None:
+                recon, _, _, seg, feats = self.net(x, features=True)
+            else:
+                recon, _, _, seg = self.net(x)
         if mode == "seg":
             amap = torch.sigmoid(seg.float())
         else:
@@ -115,12 +127,57 @@ class Inspector:
         if self.stats is not None:
             # Where good parts themselves vary (edges, streaks), a high raw value means less.
             amap = (amap - self.stats["mean"]) / self.stats["std"]
+        if self.features is not None:
+            fmap = self._feature_map(feats, amap.shape[-2:])
+            if combine is None:  # while fitting: the two maps side by side
+                return amap, fmap
+            # Each map in units of its own spread on held-out good images, then summed.
+            amap = (amap - combine["own"][0]) / combine["own"][1] + (fmap - combine["features"][0]) / combine["features"][1]
         return amap
+
+    def _feature_map(self, feats, size) -> torch.Tensor:
+        d = self.features.distance(feats.float())
+        d = F.interpolate(d[:, None], size=tuple(size), mode="bilinear", align_corners=False)
+        return M.blur(d, 2.0)[:, 0]
+
+    @torch.inference_mode()
+    def fit_feature_stats(self, train: torch.Tensor, hold: torch.Tensor, cells: int | None = None,
+                          channels: int | None = None, seed: int = 0) -> None:
+        """Gaussians of the encoder's features over the good training images, then the spread of
+        both maps on the held-out good images, which puts them on one scale (see feature_stats)."""
+        from core.inspect import feature_stats as FS
+
+        self.features = None
+        self.config["map"].pop("features", None)
+        cells = cells or FS.CELLS
+
+        def batches():
+            for i in range(0, train.shape[0], self.batch):
+                with devices.autocast(self.device):
+                    yield self.net.stage_features(train[i:i + self.batch].to(self.device)).float()
+
+        width = self.net.stage_features(train[:1].to(self.device)).shape[1]
+        picked = FS.pick_channels(width, channels or FS.CHANNELS, seed)
+        self.features = FS.FeatureGaussians.fit(batches(), picked, cells)
+        own, feat = [], []
+        for i in range(0, hold.shape[0], self.batch):
+            a, f = self._maps(hold[i:i + self.batch].to(self.device))
+            own.append(a.float().cpu())
+            feat.append(f.float().cpu())
+        own, feat = torch.cat(own), torch.cat(feat)
+        spread = lambda m: [float(m.mean()), max(float(m.std()), 1e-6)]  # noqa: E731
+        self.config["map"]["features"] = {
+            "cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
+            "combine": {"own": spread(own), "features": spread(feat)},
+            "tensors": ["features.mean", "features.precision", "features.channels"]}
 
     @torch.inference_mode()
     def fit_position_stats(self, x: torch.Tensor) -> None:
-        """Per-position mean/sd of the map over good images (smoothed, with a floor)."""
+        """Per-position mean/sd of the map over good images (smoothed, with a floor). Fit these before
+        the feature statistics: their combination is measured on the normalised map."""
         self.stats = None
+        self.features = None
+        self.config["map"].pop("features", None)
         _, maps = self.score_tensor(x, keep_maps=True)
         mean = maps.mean(0)
         sd = maps.std(0) if maps.shape[0] > 1 else torch.ones_like(mean)
@@ -133,6 +190,8 @@ class Inspector:
         out = dict(self.net.state_dict())
         if self.stats is not None:
             out.update({f"stats.{k}": v.cpu() for k, v in self.stats.items()})
+        if self.features is not None:
+            out.update(self.features.tensors())
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:

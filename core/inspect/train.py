@@ -48,6 +48,7 @@ DEFAULTS = {
     "baseline": False,     # textbook VAE (MSE + KL, max-pixel score) for comparisons
     "map_sigma": 2.0,
     "position_stats": True,   # normalise the map per position by good-image statistics
+    "feature_stats": True,    # add a map of how unusual the encoder's features are (feature_stats)
     "score": "max",
     "checkpoint_every_s": 60.0,
     "resume": True,
@@ -309,6 +310,10 @@ def run(params: dict, ctx) -> dict:
         insp.fit_position_stats(train_imgs[sel])
         # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
         config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
+    if p["feature_stats"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae":
+        ctx.progress(step, step, "modelling the encoder's features of good images")
+        ctx.check_cancelled()
+        insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]))
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
     hold_scores = insp.score_tensor(hold_imgs)[0]
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects

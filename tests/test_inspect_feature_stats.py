@@ -1,0 +1,58 @@
+"""Feature statistics (core.inspect.feature_stats): the Gaussians per region and their distances.
+The map they add to a trained inspector's own is tested in test_inspect_engine.py."""
+
+import core.inspect  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import pytest
+import torch
+
+from core.inspect import feature_stats as FS
+
+
+def _features(n, d=12, h=8, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, d, h, w, generator=g)
+    # correlated channels and a position-dependent mean, so the regions really differ
+    mix = torch.randn(d, d, generator=g) * 0.5 + torch.eye(d)
+    pos = torch.linspace(-2, 2, h)[None, None, :, None]
+    return torch.einsum("ndhw,de->nehw", base, mix) + pos
+
+
+def _brute_force(feats, gauss):
+    """Mahalanobis distance of every position to its region's Gaussian, one position at a time."""
+    f = feats[:, gauss.channels]
+    n, d, h, w = f.shape
+    index = FS.cell_index(h, w, gauss.cells).reshape(h, w)
+    out = torch.empty(n, h, w)
+    for i in range(h):
+        for j in range(w):
+            c = index[i, j]
+            v = f[:, :, i, j] - gauss.mean[c]
+            out[:, i, j] = torch.einsum("nd,de,ne->n", v, gauss.precision[c], v).clamp_min(0).sqrt()
+    return out
+
+
+@pytest.mark.parametrize("size", [(8, 8), (10, 6)])  # regions of equal size, and of unequal size
+def test_distance_is_the_mahalanobis_distance_to_the_region(size):
+    h, w = size
+    good = _features(200, h=h, w=w)
+    picked = FS.pick_channels(12, 8, seed=1)
+    gauss = FS.FeatureGaussians.fit([good], picked, cells=2)
+    test = _features(5, h=h, w=w, seed=2) + 0.5
+    assert torch.allclose(gauss.distance(test), _brute_force(test, gauss), rtol=1e-4, atol=1e-4)
+    # the fitted mean is the regions' mean; a good image is closer than a shifted one
+    first = FS.cell_index(h, w, 2).reshape(h, w) == 0
+    assert torch.allclose(gauss.mean[0], good[:, picked][..., first].mean(dim=(0, 2)), atol=1e-5)
+    assert gauss.distance(good[:5]).mean() < gauss.distance(good[:5] + 3).mean()
+
+
+def test_fitting_batch_by_batch_equals_fitting_at_once():
+    good = _features(60)
+    picked = torch.arange(12)
+    whole = FS.FeatureGaussians.fit([good], picked, cells=4)
+    parts = FS.FeatureGaussians.fit([good[:7], good[7:30], good[30:]], picked, cells=4)
+    assert torch.allclose(whole.mean, parts.mean, atol=1e-5)
+    assert torch.allclose(whole.precision, parts.precision, rtol=1e-3, atol=1e-3)
+    again = FS.FeatureGaussians.from_tensors(whole.tensors(), 4)
+    assert torch.equal(again.distance(good[:3]), whole.distance(good[:3]))
+    with pytest.raises(ValueError):
+        FS.FeatureGaussians.fit([], picked)
