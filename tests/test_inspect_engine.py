@@ -163,6 +163,13 @@ def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
     (tmp_path / "c3" / "config.json").write_text("{not json")
     with pytest.raises(AppError, match="damaged"):
         Inspector.load(tmp_path / "c3", "cpu")
+    # a config.json edited by hand so it no longer matches the weights: features without their scale
+    shutil.copytree(out, tmp_path / "c4")
+    cfg = json.loads((tmp_path / "c4" / "config.json").read_text())
+    del cfg["map"]["features"]["combine"]
+    (tmp_path / "c4" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AppError, match="do not fit"):
+        Inspector.load(tmp_path / "c4", "cpu")
 
 
 def test_bad_training_data_is_clear(tmp_path):

@@ -89,6 +89,8 @@ class Inspector:
                 from core.inspect.feature_stats import FeatureGaussians
 
                 features = FeatureGaussians.from_tensors(tensors, feature_config["cells"])
+                if not {"own", "features"} <= set(feature_config.get("combine") or {}):
+                    raise KeyError("combine")
             tensors = {k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))}
             net.load_state_dict(tensors)
         except (RuntimeError, KeyError) as exc:
@@ -131,12 +133,15 @@ class Inspector:
             fmap = self._feature_map(feats, amap.shape[-2:])
             if combine is None:  # while fitting: the two maps side by side
                 return amap, fmap
-            # Each map in units of its own spread on held-out good images, then summed.
+            # Each map centred and scaled by its median and interquartile range on held-out good
+            # images, then summed.
             amap = (amap - combine["own"][0]) / combine["own"][1] + (fmap - combine["features"][0]) / combine["features"][1]
         return amap
 
     def _feature_map(self, feats, size) -> torch.Tensor:
-        d = self.features.distance(feats.float())
+        # The log tames the distances' long tail on good images (rare layouts on circuit boards),
+        # which otherwise set the held-out threshold so high that few defects were caught.
+        d = torch.log(self.features.distance(feats.float()) + 1e-3)
         d = F.interpolate(d[:, None], size=tuple(size), mode="bilinear", align_corners=False)
         return M.blur(d, 2.0)[:, 0]
 
@@ -165,7 +170,12 @@ class Inspector:
             own.append(a.float().cpu())
             feat.append(f.float().cpu())
         own, feat = torch.cat(own), torch.cat(feat)
-        spread = lambda m: [float(m.mean()), max(float(m.std()), 1e-6)]  # noqa: E731
+
+        def spread(maps):  # median and interquartile range, on a subsample when there are many pixels
+            flat = maps.flatten()[::max(1, maps.numel() // 4_000_000)].numpy()
+            q1, median, q3 = np.percentile(flat, [25, 50, 75])
+            return [float(median), max(float(q3 - q1), 1e-6)]
+
         self.config["map"]["features"] = {
             "cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
             "combine": {"own": spread(own), "features": spread(feat)},

@@ -1,7 +1,9 @@
 """Training the image inspector as a job: `run(params, ctx)` for core.jobs.JobRunner.
 
 Patches of good images (at a fixed scale) are corrupted with synthetic defects; the VAE learns to
-redraw the good surface and its head to point at what changed. Progress reports loss and ETA; the
+redraw the good surface and its head to point at what changed. After training, the map is
+normalised per position on good images and joined by a map of how unusual the encoder's features
+are (feature_stats); the threshold is calibrated on held-out good images. Progress reports loss and ETA; the
 job stops at cancel, at the end of its epochs, or when its wall-clock budget is spent; checkpoints
 (safetensors + json) let an interrupted run resume. Same seed, same data -> same weights (CPU).
 """
