@@ -91,9 +91,12 @@ class SpatialVAE(nn.Module):
         """(N, C, H, W) -> (N, sum of stage widths, H/4, W/4): what core.inspect.feature_stats models."""
         return self._stage_features(self._encoder_with_stages(x)[1])
 
-    def encode(self, x):
-        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+    def _posterior(self, h):
+        mu, logvar = self.to_stats(h).chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)
+
+    def encode(self, x):
+        return self._posterior(self.encoder(x))
 
     def segment(self, x, recon):
         h0 = self.seg["inp"](torch.cat([x, recon, (x - recon).abs()], 1))
@@ -104,8 +107,7 @@ class SpatialVAE(nn.Module):
     def forward(self, x, sample: bool = False, features: bool = False):
         """(recon, mu, logvar, seg), plus the stage features when asked (one encoder pass for both)."""
         h, stages = self._encoder_with_stages(x) if features else (self.encoder(x), None)
-        mu, logvar = self.to_stats(h).chunk(2, dim=1)
-        logvar = logvar.clamp(-10, 10)
+        mu, logvar = self._posterior(h)
         zlat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         recon = self.decoder(zlat)
         seg = self.segment(x, recon) if self.seg is not None else None

@@ -159,7 +159,8 @@ class Inspector:
         def batches():
             for i in range(0, train.shape[0], self.batch):
                 with devices.autocast(self.device):
-                    yield self.net.stage_features(train[i:i + self.batch].to(self.device)).float()
+                    feats = self.net.stage_features(train[i:i + self.batch].to(self.device))
+                yield feats.float()  # outside autocast: the sums are accumulated in float64
 
         width = self.net.stage_features(train[:1].to(self.device)).shape[1]
         picked = FS.pick_channels(width, channels or FS.CHANNELS, seed)
