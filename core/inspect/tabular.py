@@ -16,6 +16,7 @@ latent posterior from the prior (how far from the normal rows it is encoded).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import time
@@ -148,9 +149,18 @@ def fit_encoder(header, rows) -> tuple[dict, list[str]]:
 
 
 def _quantile_knots(numbers: np.ndarray) -> list[float]:
-    """Training quantiles at evenly spaced probabilities, rounded to float32 to keep config.json small."""
+    """Training quantiles at evenly spaced probabilities, to 7 significant digits (config.json size)."""
     k = min(QUANTILE_KNOTS, numbers.size)
-    return [float(v) for v in np.quantile(numbers, np.linspace(0, 1, k)).astype(np.float32)]
+    return [float(f"{v:.7g}") for v in np.quantile(numbers, np.linspace(0, 1, k))]
+
+
+@functools.lru_cache(maxsize=8)
+def _knot_targets(count: int) -> np.ndarray:
+    """Standard-normal scores of `count` evenly spaced quantiles (the same for every column)."""
+    from statistics import NormalDist
+
+    inv = NormalDist().inv_cdf
+    return np.array([inv((i + 0.5) / count) for i in range(count)])
 
 
 def _normal_scores(column: dict, values: np.ndarray) -> np.ndarray:
@@ -159,11 +169,8 @@ def _normal_scores(column: dict, values: np.ndarray) -> np.ndarray:
     knots = column.get("knots")
     if not knots:
         return (values - column["mean"]) / column["sd"]
-    from statistics import NormalDist
-
     knots = np.asarray(knots, dtype=np.float64)
-    inv = NormalDist().inv_cdf
-    targets = np.array([inv((i + 0.5) / knots.size) for i in range(knots.size)])
+    targets = _knot_targets(knots.size)
     # tied knots (a discrete column) share the mean of their normal scores
     xs, where = np.unique(knots, return_inverse=True)
     zs = np.bincount(where, targets) / np.bincount(where)
