@@ -88,6 +88,14 @@ def autocast(device):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def synchronize(device) -> None:
+    """Wait for queued GPU work, so wall-clock timings mean something; nothing to wait for on CPU."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @contextlib.contextmanager
 def oom_guard(what: str = "This job"):
     """Turn out-of-memory errors (GPU or CPU) into an AppError that tells the user what to change."""

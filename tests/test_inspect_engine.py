@@ -29,10 +29,13 @@ class Ctx:
 
     def __init__(self, cancel_after=None):
         self.metrics, self.logs, self.events, self.cancel_after = {}, [], [], cancel_after
+        self.previews = []
         self.project = None
 
     def progress(self, step, total, message="", preview=None):
         self.events.append((step, total, message))
+        if preview is not None:
+            self.previews.append(preview)
 
     def check_cancelled(self):
         if self.cancel_after is not None and len(self.events) >= self.cancel_after:
@@ -141,6 +144,25 @@ def test_time_budget_stops_training(subset, tmp_path):
     res = train.run({"data": str(subset), "out": str(tmp_path / "m"), **{**FAST, "steps": None},
                      "time_budget": 1.0}, Ctx())
     assert res["train_seconds"] < 10 and res["steps"] >= 1
+
+
+def test_time_budget_covers_the_whole_job(subset, tmp_path):
+    """The budget is the job's wall clock: reading, training, fitting the statistics and
+    calibrating all fit in it, so the loop stops early by what comes after it."""
+    import time
+
+    ctx, budget = Ctx(), 6.0
+    t = time.monotonic()
+    res = train.run({"data": str(subset), "out": str(tmp_path / "m"), **{**FAST, "steps": None, "image_size": 128},
+                     "time_budget": budget}, ctx)
+    wall = time.monotonic() - t
+    assert wall < budget + 1.5, wall
+    kept = [line for line in ctx.logs if "kept for fitting" in line]
+    assert kept, ctx.logs
+    assert res["train_seconds"] < budget - 1.0  # the loop left the post-fit reserve (at least its 1 s)
+    # Progress carries the loss and the job's ETA as data, not only in the message; the ETA
+    # counts the reserve, so it never reaches zero while the loop runs.
+    assert ctx.previews and all(v["loss"] > 0 and v["eta"] >= 1 for v in ctx.previews)
 
 
 def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):

@@ -56,3 +56,26 @@ def test_fitting_batch_by_batch_equals_fitting_at_once():
     assert torch.equal(again.distance(good[:3]), whole.distance(good[:3]))
     with pytest.raises(ValueError):
         FS.FeatureGaussians.fit([], picked)
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_picked_stage_features_equal_the_picked_channels_of_all(size):
+    """Picking the channels before resizing the stages (the scoring path) gives the same numbers
+    as resizing every channel with adaptive pooling and picking afterwards (what was fitted)."""
+    import torch.nn.functional as F
+
+    from core.inspect import model as M
+
+    torch.manual_seed(0)
+    net = M.build({**M.DEFAULT_ARCH, "channels": 1}).eval()
+    x = torch.randn(2, 1, size, size)
+    with torch.inference_mode():
+        _, stages = net._encoder_with_stages(x)
+        grid = stages[1].shape[-2:]
+        reference = torch.cat([F.adaptive_avg_pool2d(s, grid) for s in stages], 1)
+        picked = FS.pick_channels(reference.shape[1], 100, seed=3)
+        assert torch.allclose(net.stage_features(x), reference, atol=1e-6)
+        assert torch.allclose(net.stage_features(x, picked), reference[:, picked], atol=1e-6)
+        gauss = FS.FeatureGaussians.fit([reference], picked, cells=4)
+        assert torch.allclose(gauss.distance(net(x, features=True, channels=picked)[4], picked=True),
+                              gauss.distance(reference), atol=1e-4)

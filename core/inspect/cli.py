@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--image-size", type=int, default=256, help="images are resized to N x N (64-512)")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, help="passes over the training images")
-    g.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this wall-clock time")
+    g.add_argument("--time-budget", type=float, metavar="SECONDS", help="finish the whole job (training, fitting, calibrating) within this wall-clock time")
     g.add_argument("--steps", type=int, help="optimiser steps")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--patch", type=int, default=64, help="training patch size (pixels at the model scale)")

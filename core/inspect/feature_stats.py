@@ -74,9 +74,10 @@ class FeatureGaussians:
     def to(self, device) -> "FeatureGaussians":
         return FeatureGaussians(self.mean.to(device), self.precision.to(device), self.channels, self.cells)
 
-    def distance(self, feats: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) features -> (N, h, w) Mahalanobis distance to the position's region."""
-        feats = feats[:, self.channels.to(feats.device)].float()
+    def distance(self, feats: torch.Tensor, picked: bool = False) -> torch.Tensor:
+        """(N, C, h, w) features -> (N, h, w) Mahalanobis distance to the position's region.
+        picked: the features are already this model's channels, in order (stage_features(channels=))."""
+        feats = (feats if picked else feats[:, self.channels.to(feats.device)]).float()
         n, d, h, w = feats.shape
         cells = self.cells
         if h % cells == 0 and w % cells == 0:

@@ -82,14 +82,26 @@ class SpatialVAE(nn.Module):
         return h, stages
 
     @staticmethod
-    def _stage_features(stages):
-        """Stage outputs brought to the second stage's grid (1/4 of the input) and concatenated."""
-        size = stages[min(1, len(stages) - 1)].shape[-2:]
-        return torch.cat([F.adaptive_avg_pool2d(s, size) for s in stages], 1)
+    def _stage_features(stages, channels=None):
+        """Stage outputs brought to the second stage's grid (1/4 of the input) and concatenated;
+        with `channels` (sorted indices into that concatenation) only those, picked before
+        resizing, which saves most of the cost when few are wanted."""
+        size = tuple(stages[min(1, len(stages) - 1)].shape[-2:])
+        parts, start = [], 0
+        for s in stages:
+            width = s.shape[1]
+            if channels is not None:
+                inside = channels[(channels >= start) & (channels < start + width)] - start
+                start += width
+                if inside.numel() == 0:
+                    continue
+                s = s[:, inside.to(s.device)] if inside.numel() < width else s
+            parts.append(_resize_like_adaptive_pool(s, size))
+        return torch.cat(parts, 1)
 
-    def stage_features(self, x):
+    def stage_features(self, x, channels=None):
         """(N, C, H, W) -> (N, sum of stage widths, H/4, W/4): what core.inspect.feature_stats models."""
-        return self._stage_features(self._encoder_with_stages(x)[1])
+        return self._stage_features(self._encoder_with_stages(x)[1], channels)
 
     def _posterior(self, h):
         mu, logvar = self.to_stats(h).chunk(2, dim=1)
@@ -104,16 +116,30 @@ class SpatialVAE(nn.Module):
         h1 = F.interpolate(h1, size=h0.shape[-2:], mode="nearest")
         return self.seg["out"](self.seg["up"](torch.cat([h0, h1], 1)))
 
-    def forward(self, x, sample: bool = False, features: bool = False):
-        """(recon, mu, logvar, seg), plus the stage features when asked (one encoder pass for both)."""
+    def forward(self, x, sample: bool = False, features: bool = False, channels=None):
+        """(recon, mu, logvar, seg), plus the stage features when asked (one encoder pass for both;
+        `channels` as in stage_features)."""
         h, stages = self._encoder_with_stages(x) if features else (self.encoder(x), None)
         mu, logvar = self._posterior(h)
         zlat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         recon = self.decoder(zlat)
         seg = self.segment(x, recon) if self.seg is not None else None
         if features:
-            return recon, mu, logvar, seg, self._stage_features(stages)
+            return recon, mu, logvar, seg, self._stage_features(stages, channels)
         return recon, mu, logvar, seg
+
+
+def _resize_like_adaptive_pool(x, size):
+    """adaptive_avg_pool2d(x, size), by the cheaper equal operation when the sizes divide: average
+    pooling to shrink, repetition to grow (what adaptive pooling does then)."""
+    h, w = x.shape[-2:]
+    if (h, w) == size:
+        return x
+    if h % size[0] == 0 and w % size[1] == 0:
+        return F.avg_pool2d(x, (h // size[0], w // size[1]))
+    if size[0] % h == 0 and size[1] % w == 0:
+        return x.repeat_interleave(size[0] // h, -2).repeat_interleave(size[1] // w, -1)
+    return F.adaptive_avg_pool2d(x, size)
 
 
 class TextbookVAE(nn.Module):

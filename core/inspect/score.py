@@ -115,7 +115,7 @@ class Inspector:
         combine = self.config["map"].get("features", {}).get("combine") if self.features is not None else None
         with devices.autocast(self.device):
             if self.features is not None:
-                recon, _, _, seg, feats = self.net(x, features=True)
+                recon, _, _, seg, feats = self.net(x, features=True, channels=self.features.channels)
             else:
                 recon, _, _, seg = self.net(x)
         if mode == "seg":
@@ -130,7 +130,7 @@ class Inspector:
             # Where good parts themselves vary (edges, streaks), a high raw value means less.
             amap = (amap - self.stats["mean"]) / self.stats["std"]
         if self.features is not None:
-            fmap = self._feature_map(feats, amap.shape[-2:])
+            fmap = self._feature_map(feats, amap.shape[-2:], picked=True)
             if combine is None:  # while fitting: the two maps side by side
                 return amap, fmap
             # Each map centred and scaled by its median and interquartile range on held-out good
@@ -138,10 +138,10 @@ class Inspector:
             amap = (amap - combine["own"][0]) / combine["own"][1] + (fmap - combine["features"][0]) / combine["features"][1]
         return amap
 
-    def _feature_map(self, feats, size) -> torch.Tensor:
+    def _feature_map(self, feats, size, picked: bool = False) -> torch.Tensor:
         # The log tames the distances' long tail on good images (rare layouts on circuit boards),
         # which otherwise set the held-out threshold so high that few defects were caught.
-        d = torch.log(self.features.distance(feats.float()) + 1e-3)
+        d = torch.log(self.features.distance(feats.float(), picked) + 1e-3)
         d = F.interpolate(d[:, None], size=tuple(size), mode="bilinear", align_corners=False)
         return M.blur(d, 2.0)[:, 0]
 

@@ -295,20 +295,19 @@ class _TrainWatch:
         self._recons = [(to_u8(x[0]), to_u8(r[0])) for x, r in zip(self._samples.numpy(), recon)]
 
     def progress(self, step, total, message="", preview=None):
-        m = re.search(r"loss ([-+0-9.eE]+)", message or "")
-        if m:
-            self._losses.append((int(step), float(m.group(1))))
+        given = preview if isinstance(preview, dict) else {}
+        if given.get("loss") is not None:
+            self._losses.append((int(step), float(given["loss"])))
         now = time.monotonic()
         if now - self._last < 0.1 and step and step != total:
             self._ctx.progress(step, total, message)  # the context throttles; no preview to build
             return
         self._last = now
         self._reconstruct()
-        eta = re.search(r"ETA (\d+)", message or "")
         losses = self._losses if len(self._losses) <= 2000 else self._losses[:: len(self._losses) // 2000 + 1]
         self._ctx.progress(step, total, message, preview={
             "losses": list(losses), "recons": self._recons,
-            "eta": int(eta.group(1)) if eta else None, "elapsed": time.monotonic() - self._started})
+            "eta": given.get("eta"), "elapsed": time.monotonic() - self._started})
 
 
 def _work_dir(kind: str) -> Path:

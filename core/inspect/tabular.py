@@ -317,7 +317,8 @@ def train_rows(header, rows, params: dict, ctx=None) -> dict:
             if ctx:
                 el = time.monotonic() - t0
                 eta = el / step * (total - step)
-                ctx.progress(step, total, f"loss {loss_avg:.4f} · epoch {ep + 1}/{epochs} · ETA {eta:.0f}s")
+                ctx.progress(step, total, f"loss {loss_avg:.4f} · epoch {ep + 1}/{epochs} · ETA {eta:.0f}s",
+                             preview={"loss": loss_avg, "eta": round(eta)})
         if budget and time.monotonic() - t0 >= budget:
             break
     net.eval()

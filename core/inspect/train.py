@@ -4,7 +4,8 @@ Patches of good images (at a fixed scale) are corrupted with synthetic defects; 
 redraw the good surface and its head to point at what changed. After training, the map is
 normalised per position on good images and joined by a map of how unusual the encoder's features
 are (feature_stats); the threshold is calibrated on held-out good images. Progress reports loss and ETA; the
-job stops at cancel, at the end of its epochs, or when its wall-clock budget is spent; checkpoints
+job stops at cancel, at the end of its epochs, or early enough that the whole job (reading, training,
+fitting the statistics, calibrating) ends within its wall-clock budget; checkpoints
 (safetensors + json) let an interrupted run resume. Same seed, same data -> same weights (CPU).
 """
 
@@ -41,7 +42,7 @@ DEFAULTS = {
     "p_defect": 0.5,
     "epochs": None,
     "steps": None,
-    "time_budget": None,   # seconds of training (wall clock)
+    "time_budget": None,   # seconds of wall clock for the whole job, fitting and calibrating included
     "seed": 0,
     "device": "auto",
     "holdout": 0.1,
@@ -173,6 +174,34 @@ def load_checkpoint(folder: Path, net, opt, g, p):
     return int(meta["step"]), float(meta["elapsed"])
 
 
+@torch.inference_mode()
+def _after_loop_seconds(net, images, dev, amp, batch, positions: bool, features: bool, n_hold: int,
+                        n_labelled: int) -> float:
+    """Seconds the work after the training loop will take, from timing the network on a few whole
+    images: the position statistics (64 images), the encoder over every training image and the
+    maps of the held-out ones (feature statistics), the held-out and labelled images' scores."""
+    x = images[:min(batch, 8, images.shape[0])].to(dev)
+    was_training = net.training
+    net.eval()
+
+    def per_image(fn) -> float:
+        with amp:
+            fn(x)  # the first call pays for allocations and kernel choice
+            devices.synchronize(dev)
+            t = time.monotonic()
+            fn(x)
+            devices.synchronize(dev)
+        return (time.monotonic() - t) / x.shape[0]
+
+    full = per_image(net)
+    maps = (min(64, images.shape[0]) if positions else 0) + n_hold + n_labelled
+    seconds = full * (maps + (n_hold if features else 0))
+    if features:
+        seconds += per_image(net.stage_features) * images.shape[0]
+    net.train(was_training)
+    return 1.15 * seconds + 1.0  # a margin, and a second for writing the model
+
+
 def optimise(loss, opt, scaler) -> None:
     """One optimiser step; with a GradScaler (CUDA mixed precision) the loss is scaled first."""
     opt.zero_grad(set_to_none=True)
@@ -187,6 +216,7 @@ def optimise(loss, opt, scaler) -> None:
 
 def run(params: dict, ctx) -> dict:
     """Train an image inspector. params: data, out, and any of DEFAULTS. Returns a summary dict."""
+    job_start = time.monotonic()
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     if "data" not in p or "out" not in p:
         raise AppError("Training needs a data folder and an output folder.", "Give DATA and --out MODEL.")
@@ -241,8 +271,17 @@ def run(params: dict, ctx) -> dict:
     patches_per_image = max(1, (size // p["patch"]) ** 2)
     steps_per_epoch = max(1, math.ceil(len(train_idx) * patches_per_image / batch))
     total_steps = int(p["steps"] or (p["epochs"] * steps_per_epoch if p["epochs"] else 0))
-    budget = float(p["time_budget"] or 0)
     amp = devices.autocast(dev)
+    fits_positions = bool(p["position_stats"] and not p["baseline"])
+    fits_features = bool(p["feature_stats"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae")
+    budget, after = float(p["time_budget"] or 0), 0.0
+    if budget:
+        # The budget is the job's: reading the images so far, and the work after the loop, come out of it.
+        after = _after_loop_seconds(net, train_imgs, dev, amp, batch, fits_positions, fits_features,
+                                    len(hold_idx), len(ds.test) if ds.layout == "plain" else 0)
+        budget = budget - (time.monotonic() - job_start) - after
+        ctx.log(f"training for {max(budget, 0):.0f} s of the {float(p['time_budget']):.0f} s budget; "
+                f"about {after:.0f} s are kept for fitting the statistics and calibrating")
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
 
     t0 = time.monotonic() - prev_elapsed
@@ -254,10 +293,10 @@ def run(params: dict, ctx) -> dict:
             elapsed = time.monotonic() - t0
             if total_steps and step >= total_steps:
                 break
-            if budget and elapsed >= budget:
+            if budget and elapsed >= budget and step > start_step:  # at least one step, even when short
                 break
             ctx.check_cancelled()
-            frac = max(step / total_steps if total_steps else 0.0, elapsed / budget if budget else 0.0)
+            frac = max(step / total_steps if total_steps else 0.0, elapsed / budget if budget > 0 else 1.0 if budget else 0.0)
             for group in opt.param_groups:  # cosine decay over the run (steps or wall clock)
                 group["lr"] = float(p["lr"]) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
             clean = sampler.sample(batch)
@@ -276,10 +315,11 @@ def run(params: dict, ctx) -> dict:
             elapsed = time.monotonic() - t0
             rate = (step - start_step) / max(elapsed - prev_elapsed, 1e-6)
             if budget and not total_steps:
-                eta, shown_total = max(0.0, budget - elapsed), max(step, int(budget * rate))
+                eta, shown_total = max(0.0, budget - elapsed) + after, max(step, int(budget * rate))
             else:
                 eta, shown_total = (total_steps - step) / max(rate, 1e-6), total_steps
-            ctx.progress(step, shown_total, f"loss {loss_avg:.4f} · {rate * batch:.0f} patches/s · ETA {eta:.0f}s")
+            ctx.progress(step, shown_total, f"loss {loss_avg:.4f} · {rate * batch:.0f} patches/s · ETA {eta:.0f}s",
+                         preview={"loss": loss_avg, "eta": round(eta)})
             if p["checkpoint_every_s"] and time.monotonic() - last_ckpt >= float(p["checkpoint_every_s"]):
                 save_checkpoint(ckpt_dir, net, opt, g, step, elapsed, p)
                 last_ckpt = time.monotonic()
@@ -306,13 +346,13 @@ def run(params: dict, ctx) -> dict:
         "sensitivity": float(p["sensitivity"]),
     }
     insp = Inspector(net, config, dev)
-    if p["position_stats"] and not p["baseline"]:
+    if fits_positions:
         ctx.progress(step, step, "measuring the map on good images")
         sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))[:64]
         insp.fit_position_stats(train_imgs[sel])
         # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
         config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
-    if p["feature_stats"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae":
+    if fits_features:
         ctx.progress(step, step, "modelling the encoder's features of good images")
         ctx.check_cancelled()
         insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]))
