@@ -266,6 +266,32 @@ def test_good_parts_stay_pass_under_lighting_drift_and_small_shifts(trained, sub
         assert all(r["verdict"] == "PASS" for r in changed), (name, changed)
 
 
+@pytest.mark.parametrize("shape, sigma", [((2, 3, 40, 70), 2.0), ((2, 1, 5, 64), 2.0), ((1, 2, 7, 3), 1.0)])
+def test_blur_equals_the_reflect_padded_convolution(shape, sigma):
+    """The matrix form of the blur against the separable convolution it stands for, including
+    a side shorter than the kernel (left unblurred); matrices first built under inference mode
+    still take part in training's autograd."""
+    import torch.nn.functional as F
+
+    from core.inspect import model as M
+
+    def reference(x):
+        k = M.gaussian_kernel(sigma)
+        r, c = k.numel() // 2, x.shape[1]
+        if x.shape[-1] - 1 >= r:
+            x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        if x.shape[-2] - 1 >= r:
+            x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        return x
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(M.blur(x, sigma), reference(x), atol=1e-6)
+    y = x.clone().requires_grad_(True)
+    M.blur(y, sigma).sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all()
+
+
 def test_calibration_and_sensitivity():
     cal = calibrate([1.0, 1.1, 0.9, 1.0])
     assert cal["method"] == "good_holdout" and cal["threshold"] > 1.1

@@ -59,6 +59,18 @@ def effective_threshold(calibration: dict, sensitivity: float = 0.5) -> float:
     return float(calibration["threshold"] - (sensitivity - 0.5) * 6.0 * calibration["scale"])
 
 
+MAPS_IN_FLIGHT = 256 * 2**20  # bytes of maps kept on the device before they are copied to the host
+
+
+def inference_batch(size: int, device) -> int:
+    """Images per forward pass when scoring. On the CPU small batches are much faster (measured on
+    2 cores: 77 vs 51 images/s at 128 px with 8 vs 16 images; 19 vs 10 at 256 px with 2 vs 16):
+    big activations fall out of the caches and are fresh, page-faulting allocations every time.
+    A GPU wants many images at once."""
+    pixels = 2**20 if getattr(device, "type", str(device)) == "cuda" else 2**17
+    return max(1, pixels // (int(size) * int(size)))
+
+
 class Inspector:
     """A trained image model ready to score. Build with Inspector.load(folder) or from training."""
 
@@ -67,7 +79,7 @@ class Inspector:
         self.config = config
         self.device = device or torch.device("cpu")
         self.prep = config["preprocess"]
-        self.batch = 16
+        self.batch = inference_batch(self.prep["size"], self.device)
         # Per-position statistics of the map over good images (None until fitted).
         self.stats = {k: v.to(self.device) for k, v in stats.items()} if stats else None
         # Gaussians of the encoder's features per region (core.inspect.feature_stats), or None.
@@ -115,7 +127,7 @@ class Inspector:
         combine = self.config["map"].get("features", {}).get("combine") if self.features is not None else None
         with devices.autocast(self.device):
             if self.features is not None:
-                recon, _, _, seg, feats = self.net(x, features=True, channels=self.features.channels)
+                recon, _, _, seg, feats = self.net(x, features=True, channels=self._picked_channels())
             else:
                 recon, _, _, seg = self.net(x)
         if mode == "seg":
@@ -137,6 +149,12 @@ class Inspector:
             # images, then summed.
             amap = (amap - combine["own"][0]) / combine["own"][1] + (fmap - combine["features"][0]) / combine["features"][1]
         return amap
+
+    def _picked_channels(self) -> list:
+        """The feature channels split by encoder stage, on the device; worked out once per fit."""
+        if getattr(self, "_split", (None,))[0] is not self.features:
+            self._split = (self.features, self.net.split_channels(self.features.channels, self.device))
+        return self._split[1]
 
     def _feature_map(self, feats, size, picked: bool = False) -> torch.Tensor:
         # The log tames the distances' long tail on good images (rare layouts on circuit boards),
@@ -218,15 +236,22 @@ class Inspector:
     @torch.inference_mode()
     def score_tensor(self, x: torch.Tensor, keep_maps: bool = True):
         """Score preprocessed images; returns (scores (N,), maps (N, S, S) or None) on CPU."""
-        scores, maps = [], []
+        # Results stay on the device until the end (maps: until MAPS_IN_FLIGHT bytes), so a GPU is
+        # not stopped after every batch to hand them over.
+        scores, maps, pending = [], [], []
         with devices.oom_guard("Inspection"):
             for i in range(0, x.shape[0], self.batch):
                 xb = x[i:i + self.batch].to(self.device, non_blocking=True)
                 m = self._maps(xb)
-                scores.append(self._image_scores(m).cpu())
+                scores.append(self._image_scores(m))
                 if keep_maps:
-                    maps.append(m.cpu())
-        s = torch.cat(scores) if scores else torch.zeros(0)
+                    pending.append(m)
+                    if sum(t.numel() for t in pending) * 4 >= MAPS_IN_FLIGHT:
+                        maps.append(torch.cat(pending).float().cpu())
+                        pending = []
+            if pending:
+                maps.append(torch.cat(pending).float().cpu())
+        s = torch.cat(scores).float().cpu() if scores else torch.zeros(0)
         return s, (torch.cat(maps) if keep_maps and maps else None)
 
     def verdicts(self, scores, sensitivity: float | None = None):

@@ -175,12 +175,14 @@ def load_checkpoint(folder: Path, net, opt, g, p):
 
 
 @torch.inference_mode()
-def _after_loop_seconds(net, images, dev, amp, batch, positions: bool, features: bool, n_hold: int,
+def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
                         n_labelled: int) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
     images: the position statistics (64 images), the encoder over every training image and the
     maps of the held-out ones (feature statistics), the held-out and labelled images' scores."""
-    x = images[:min(batch, 8, images.shape[0])].to(dev)
+    from core.inspect.score import inference_batch
+
+    x = images[:min(inference_batch(images.shape[-1], dev), images.shape[0])].to(dev)
     was_training = net.training
     net.eval()
 
@@ -277,7 +279,7 @@ def run(params: dict, ctx) -> dict:
     budget, after = float(p["time_budget"] or 0), 0.0
     if budget:
         # The budget is the job's: reading the images so far, and the work after the loop, come out of it.
-        after = _after_loop_seconds(net, train_imgs, dev, amp, batch, fits_positions, fits_features,
+        after = _after_loop_seconds(net, train_imgs, dev, amp, fits_positions, fits_features,
                                     len(hold_idx), len(ds.test) if ds.layout == "plain" else 0)
         budget = budget - (time.monotonic() - job_start) - after
         ctx.log(f"training for {max(budget, 0):.0f} s of the {float(p['time_budget']):.0f} s budget; "
