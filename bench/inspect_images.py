@@ -69,7 +69,7 @@ def bare_forward_rate(insp, x, repeats=1, vae_only=False):
     def forward(xb):
         if gauss is None:
             return net(xb)
-        return gauss.distance(net(xb, features=True)[4])
+        return gauss.distance(net(xb, features=True, channels=insp.feature_channels())[4], picked=True)
 
     with torch.inference_mode():
         forward(x[: insp.batch].to(dev))  # warm-up

@@ -127,7 +127,7 @@ class Inspector:
         combine = self.config["map"].get("features", {}).get("combine") if self.features is not None else None
         with devices.autocast(self.device):
             if self.features is not None:
-                recon, _, _, seg, feats = self.net(x, features=True, channels=self._picked_channels())
+                recon, _, _, seg, feats = self.net(x, features=True, channels=self.feature_channels())
             else:
                 recon, _, _, seg = self.net(x)
         if mode == "seg":
@@ -150,7 +150,7 @@ class Inspector:
             amap = (amap - combine["own"][0]) / combine["own"][1] + (fmap - combine["features"][0]) / combine["features"][1]
         return amap
 
-    def _picked_channels(self) -> list:
+    def feature_channels(self) -> list:
         """The feature channels split by encoder stage, on the device; worked out once per fit."""
         if getattr(self, "_split", (None,))[0] is not self.features:
             self._split = (self.features, self.net.split_channels(self.features.channels, self.device))
