@@ -121,6 +121,37 @@ def test_stop_midway_keeps_partial_text_and_undo_removes_it(qtbot, env):
     assert panel.text() == original
 
 
+def test_escape_stops_a_generation_even_with_the_find_bar_open(qtbot, env):
+    """Esc is both Stop and "close the find bar": while generating it stops the generation (it
+    used to be ambiguous, so neither happened); then it closes the find bar again."""
+    from PySide6.QtCore import Qt
+
+    project, jobs, studio, panel, _ = env
+    studio.controls.max_new.setValue(1500)
+    panel.find_action.trigger()
+    assert panel.find_bar.isVisible()
+    pressed = []
+
+    def press_escape_on_first_text(handle, step, total, message, preview):
+        if panel.ai.job is not None and preview and preview.get("text") and not pressed:
+            pressed.append(True)
+            qtbot.keyClick(panel.find_bar.find_edit, Qt.Key_Escape)
+
+    jobs.progress.connect(press_escape_on_first_text)
+    panel.text_edit.moveCursor(QTextCursor.End)
+    job = panel.ai.continue_at_cursor()
+    assert wait_end(qtbot, panel.ai) == "cancelled"
+    assert pressed and job.status == "cancelled"
+    assert panel.find_bar.isVisible()  # that Esc was the Stop
+    qtbot.keyClick(panel.find_bar.find_edit, Qt.Key_Escape)
+    assert not panel.find_bar.isVisible()
+    # The other toolbar shortcut works from the text too: Ctrl+Return continues writing.
+    studio.controls.max_new.setValue(4)
+    with qtbot.waitSignal(panel.ai.generation_ended, timeout=TIMEOUT) as ended:
+        qtbot.keyClick(panel.text_edit, Qt.Key_Return, Qt.ControlModifier)
+    assert ended.args == ["finished"]
+
+
 def test_rewrite_selection_replaces_it_in_one_undo_step(qtbot, env):
     project, jobs, studio, panel, _ = env
     studio.pickers["causal-lm"].select(str(shared_tiny("gpt2-chat")))

@@ -331,6 +331,10 @@ class EditorAI(QObject):
         self.continue_action = self._menu_action("Continue writing", "Ctrl+Return", self.continue_at_cursor, toolbar=True)
         self.stop_action = self._menu_action("Stop", "Esc", self.stop, toolbar=True)
         self.stop_action.setEnabled(False)
+        find_bar = getattr(panel, "find_bar", None)
+        if find_bar is not None:  # while generating, Esc stops; afterwards it closes the find bar again
+            self.generation_started.connect(lambda: find_bar.escape.setEnabled(False))
+            self.generation_ended.connect(lambda _how: find_bar.escape.setEnabled(True))
         self.rewrite_action = self._menu_action("Rewrite selection…", "Ctrl+Shift+R", self.rewrite_selection)
         self.template_action = self._menu_action("Generate from template…", None, self.generate_from_template)
         self.summarize_action = self._menu_action("Summarise", None, self.summarize)
@@ -345,10 +349,10 @@ class EditorAI(QObject):
             action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
         action.triggered.connect(lambda _checked=False: slot())
         self.panel.add_menu_action(action)
+        # On the panel too: a shortcut scoped to the toolbar alone only works while the toolbar has focus.
+        self.panel.addAction(action)
         if toolbar:
             self.panel.toolbar.addAction(action)
-        else:
-            self.panel.addAction(action)
         return action
 
     # -- state ----------------------------------------------------------------------------------

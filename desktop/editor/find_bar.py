@@ -44,7 +44,9 @@ class FindBar(QFrame):
         self.replace_button.clicked.connect(self.replace)
         self.replace_all_button.clicked.connect(self.replace_all)
         close.clicked.connect(self.close_bar)
-        QShortcut(QKeySequence(Qt.Key_Escape), self, self.close_bar)
+        # Kept so the editor's AI can switch it off while its own Esc (Stop) is live: two enabled
+        # shortcuts on one key are ambiguous in Qt, and then neither fires.
+        self.escape = QShortcut(QKeySequence(Qt.Key_Escape), self, self.close_bar)
         self.hide()
 
     def open_bar(self, replace: bool = False) -> None:
