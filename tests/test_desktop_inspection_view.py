@@ -162,6 +162,26 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         wait_job(qtbot, inspect.handle)
         assert inspect.handle.status == "done"
         assert [Path(r["item_path"]).name for r in view.state.results] == [f.name for f in files]
+
+        # 5. Delete that run from the report step, after confirming: its results and the images only
+        # it used go; the first run (which shares identical heat maps) stays whole and is shown.
+        from tests.test_desktop_main_window import answer_next_dialog
+
+        def image_ids(rows):
+            return {r["heatmap_image_id"] for r in rows} | {r["meta"]["recon_image_id"] for r in rows}
+
+        dropped, first_run = view.state.run_id, project.list_runs("inspect")[-1]["id"]
+        kept = image_ids(project.inspection_results(first_run))
+        only_dropped = image_ids(view.state.results) - kept
+        report = view.show_step("report")
+        answer_next_dialog("Cancel")
+        assert not report.delete_run() and view.state.run_id == dropped
+        answer_next_dialog("Delete")
+        assert report.delete_run()
+        assert [r["id"] for r in project.list_runs("inspect")] == [first_run]
+        assert view.state.run_id == first_run and len(view.state.results) == 9
+        stored = {r["id"] for r in project.list_images(include_dataset=True)}
+        assert kept <= stored and not (only_dropped & stored)
     finally:
         view.shutdown()
         signals.detach()

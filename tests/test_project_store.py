@@ -230,6 +230,37 @@ def test_generations_and_inspection_results(project):
     assert project.inspection_results(run)[0]["heatmap_image_id"] is None
 
 
+def test_delete_run_removes_its_results_and_only_its_own_internal_images(project):
+    """Heat maps and reconstructions stored for a run go with it; an image another run, a data
+    set or the user's gallery still uses stays; a running run is refused."""
+    own_map = project.add_image(_png((10, 10, 10)), "heatmap a", origin="dataset")
+    own_recon = project.add_image(_png((20, 20, 20)), "reconstruction a", origin="dataset")
+    shared_map = project.add_image(_png((30, 30, 30)), "heatmap b", origin="dataset")
+    gallery = project.add_image(_png((40, 40, 40)), "heat map from the CLI", origin="generated")
+    first, second = project.start_run("inspect", {}, status="running"), project.start_run("inspect", {})
+    project.add_inspection_results(first, [
+        {"item_path": "a", "heatmap_image_id": own_map, "meta": {"recon_image_id": own_recon}},
+        {"item_path": "b", "heatmap_image_id": shared_map},
+        {"item_path": "c", "heatmap_image_id": gallery}])
+    project.add_inspection_results(second, [{"item_path": "b", "heatmap_image_id": shared_map}])
+    with pytest.raises(ProjectError, match="still running"):
+        project.delete_run(first)
+    project.update_run(first, status="done")
+    seen = []
+    project.subscribe(seen.append)
+    assert project.delete_run(first) == {"results": 3, "images": 2}
+    assert first not in [r["id"] for r in project.list_runs()]
+    assert project.inspection_results(first) == []
+    remaining = {r["id"] for r in project.list_images(include_dataset=True)}
+    assert own_map not in remaining and own_recon not in remaining
+    assert {shared_map, gallery} <= remaining
+    assert project.image_bytes(shared_map)  # its bytes too
+    assert Change("runs", "delete", first) in seen
+    assert project.audit_log("run.delete")[-1]["details"]["id"] == first
+    with pytest.raises(ProjectError, match="no run"):
+        project.delete_run(first)
+
+
 def test_passages_fts_follows_inserts_and_deletes(project):
     doc = project.create_document("Search me", "…")
     with project.transaction():

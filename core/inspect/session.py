@@ -255,13 +255,12 @@ def to_u8(x: np.ndarray) -> np.ndarray:
 
 class _TrainWatch:
     """Stands in for the job context during training: forwards everything, and adds to each
-    progress report the loss history and, when a new resume checkpoint appeared, reconstructions
-    of a few training images made with those weights."""
+    progress report the loss history and reconstructions of a few training images, which the
+    training loop asks for now and then through `preview_model` with its live network."""
 
-    def __init__(self, ctx, out: Path, samples, arch: dict, started: float):
-        self._ctx, self._out, self._samples, self._arch = ctx, out, samples, arch
+    def __init__(self, ctx, samples, started: float):
+        self._ctx, self._samples = ctx, samples
         self._losses: list[tuple[int, float]] = []
-        self._ckpt_mtime = 0.0
         self._recons = None
         self._started = started
         self._last = 0.0
@@ -269,29 +268,19 @@ class _TrainWatch:
     def __getattr__(self, name):
         return getattr(self._ctx, name)
 
-    def _reconstruct(self):
+    def preview_model(self, net) -> None:
         import torch
-        from safetensors.torch import load_file
 
-        from core.inspect import model as M
-
-        path = self._out / "checkpoint" / "checkpoint.safetensors"
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
+        if self._samples is None:
             return
-        if mtime == self._ckpt_mtime:
-            return
-        self._ckpt_mtime = mtime
+        was_training = net.training
+        net.eval()
         try:
-            tensors = load_file(str(path))
-            net = M.build(self._arch)
-            net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            net.eval()
             with torch.inference_mode():
-                recon = net(self._samples)[0].numpy()
-        except Exception:  # a checkpoint being replaced, or another layout: skip this preview
-            return
+                device = next(net.parameters()).device
+                recon = net(self._samples.to(device))[0].float().cpu().numpy()
+        finally:
+            net.train(was_training)
         self._recons = [(to_u8(x[0]), to_u8(r[0])) for x, r in zip(self._samples.numpy(), recon)]
 
     def progress(self, step, total, message="", preview=None):
@@ -303,7 +292,6 @@ class _TrainWatch:
             self._ctx.progress(step, total, message)  # the context throttles; no preview to build
             return
         self._last = now
-        self._reconstruct()
         losses = self._losses if len(self._losses) <= 2000 else self._losses[:: len(self._losses) // 2000 + 1]
         self._ctx.progress(step, total, message, preview={
             "losses": list(losses), "recons": self._recons,
@@ -374,7 +362,7 @@ def train_job(params: dict, ctx) -> dict:
               "batch": p["batch"], "epochs": p.get("epochs"), "time_budget": p.get("time_budget"),
               "flips": p["flips"], "rot90": p["rot90"], "arch": {"latent": int(p["latent"])},
               "seed": int(p.get("seed", 0)),
-              # Frequent checkpoints: resume after a crash, and the live reconstructions.
+              # Frequent checkpoints: little is lost when the app or the machine stops.
               "checkpoint_every_s": float(p.get("checkpoint_every_s")
                                           or min(10.0, max(2.0, float(p.get("time_budget") or 60) / 15)))}
     started = time.monotonic()
@@ -384,7 +372,7 @@ def train_job(params: dict, ctx) -> dict:
     arrays, _, _ = D.load_batch([i.path for i in scan.train[:3]], prep)
     samples = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
     arch = {**M.DEFAULT_ARCH, "channels": 1, **engine["arch"]}
-    result = T.run(engine, _TrainWatch(ctx, out, samples, arch, started))
+    result = T.run(engine, _TrainWatch(ctx, samples, started))
     ctx.progress(1, 1, "evaluating on the labelled test images")
     metrics = {}
     if scan.test and any(not i.is_good for i in scan.test):
@@ -715,8 +703,7 @@ def table_train_job(params: dict, ctx) -> dict:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = params.get("name") or f"{ds['name']} table {stamp}"
     out = Path(params.get("out") or _fresh_folder(paths.models_dir() / "inspector" / re.sub(r"[^\w-]", "_", name)))
-    watch = _TrainWatch(ctx, out, None, {}, time.monotonic())
-    watch._reconstruct = lambda: None
+    watch = _TrainWatch(ctx, None, time.monotonic())
     res = T.train_rows(feats, normal, {**p, "label_column": label_column or "label"}, watch)
     saved = store.save_model(out, res["tensors"], res["config"])
     insp = T.TableInspector.load(out)

@@ -58,6 +58,9 @@ DEFAULTS = {
 }
 
 
+PREVIEW_EVERY_S = 3.0  # how often a watching GUI gets reconstructions from the live network
+
+
 def _stack(arrays):
     return torch.from_numpy(np.stack(arrays, 0))
 
@@ -287,7 +290,8 @@ def run(params: dict, ctx) -> dict:
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
 
     t0 = time.monotonic() - prev_elapsed
-    last_ckpt = time.monotonic()
+    last_ckpt = last_preview = time.monotonic()
+    preview_model = getattr(ctx, "preview_model", None)  # the GUI's live reconstructions
     step, loss_avg, parts = start_step, None, {}
     net.train()
     with devices.oom_guard("Training"):
@@ -325,8 +329,13 @@ def run(params: dict, ctx) -> dict:
             if p["checkpoint_every_s"] and time.monotonic() - last_ckpt >= float(p["checkpoint_every_s"]):
                 save_checkpoint(ckpt_dir, net, opt, g, step, elapsed, p)
                 last_ckpt = time.monotonic()
+            if preview_model is not None and time.monotonic() - last_preview >= PREVIEW_EVERY_S:
+                preview_model(net)
+                last_preview = time.monotonic()
     train_seconds = time.monotonic() - t0
     ctx.check_cancelled()
+    if preview_model is not None:
+        preview_model(net)
     net.eval()
 
     from core.inspect.score import Inspector, calibrate

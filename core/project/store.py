@@ -41,7 +41,7 @@ DATASET_STORAGE = ("copied", "referenced")
 ITEM_FIELDS = ("split", "label", "image_id", "path", "size", "sha256", "mask_image_id",
                "mask_path", "meta")
 _ENTITY = {"documents": "document", "images": "image", "datasets": "dataset",
-           "models": "model"}  # audit action prefixes
+           "models": "model", "runs": "run"}  # audit action prefixes
 RESULT_FIELDS = ("model_id", "item_path", "image_id", "score", "normalized_score", "verdict",
                  "heatmap_image_id", "label", "meta")
 
@@ -961,6 +961,41 @@ class Project:
 
     def get_run(self, run_id: int) -> dict:
         return _run(self._row("SELECT * FROM runs WHERE id = ?", [run_id], "run", run_id))
+
+    def delete_run(self, run_id: int) -> dict:
+        """Delete a run that has ended, with its inspection results and the internal images only
+        they used (heat maps, reconstructions). Images the user can see in the project (imported,
+        generated) stay. Returns {"results": n, "images": n}."""
+        with self.transaction():
+            run = self.get_run(run_id)
+            if run["status"] in ("queued", "running"):
+                raise ProjectError(f"Run {run_id} is still {run['status']} and was not deleted.",
+                                   "Cancel it first, or wait until it ends.")
+            results = self.inspection_results(run_id)
+            owned = {r["heatmap_image_id"] for r in results} | {(r["meta"] or {}).get("recon_image_id")
+                                                               for r in results}
+            owned.discard(None)
+            self._delete("runs", run_id, "run", {"kind": run["kind"], "results": len(results)})
+            removed = 0
+            for image_id in sorted(owned):
+                rows = self._rows("SELECT sha256, origin FROM images WHERE id = ?", [image_id])
+                if not rows or rows[0]["origin"] != "dataset" or self._image_in_use(image_id):
+                    continue
+                self.db.execute("DELETE FROM images WHERE id = ?", [image_id])
+                self.db.execute("DELETE FROM image_data WHERE sha256 = ? AND NOT EXISTS "
+                                "(SELECT 1 FROM images WHERE sha256 = ?)", [rows[0]["sha256"]] * 2)
+                self._changed("images", "delete", image_id)
+                removed += 1
+        return {"results": len(results), "images": removed}
+
+    def _image_in_use(self, image_id: int) -> bool:
+        """Whether a data set, an inspection result (its image, heat map or reconstruction) or a
+        generation refers to the image."""
+        return bool(self._rows(
+            "SELECT 1 FROM dataset_items WHERE image_id = ?1 OR mask_image_id = ?1 "
+            "UNION ALL SELECT 1 FROM inspection_results WHERE image_id = ?1 OR heatmap_image_id = ?1 "
+            "OR json_extract(meta, '$.recon_image_id') = ?1 "
+            "UNION ALL SELECT 1 FROM generations WHERE image_id = ?1 LIMIT 1", [image_id]))
 
     # == audit =====================================================================================
     def audit(self, action: str, details: dict | None = None, user: str | None = None) -> int:

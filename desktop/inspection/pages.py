@@ -1106,6 +1106,10 @@ class ReportPage(QWidget):
         top.addWidget(self.operator)
         top.addWidget(QLabel("Inspection"))
         top.addWidget(self.runs, 1)
+        self.delete_button = QPushButton(ui.icon("delete"), "Delete…")
+        self.delete_button.setToolTip("Delete this inspection run with its results and heat maps")
+        self.delete_button.clicked.connect(lambda: self.delete_run())
+        top.addWidget(self.delete_button)
         row = QHBoxLayout()
         for fmt, text in (("csv", "Export CSV…"), ("html", "Export HTML…"), ("pdf", "Export PDF…")):
             b = QPushButton(ui.icon("export"), text)
@@ -1149,6 +1153,27 @@ class ReportPage(QWidget):
         self.runs.blockSignals(False)
         for b in self.buttons.values():
             b.setEnabled(self.state.run_id is not None)
+        self.delete_button.setEnabled(self.state.run_id is not None and not self.state.project.read_only)
+
+    def delete_run(self, ask: bool = True) -> bool:
+        """Delete the shown run (results, heat maps, reconstructions) after a confirmation."""
+        run_id = self.state.run_id
+        if run_id is None:
+            return False
+        if ask and not ui.confirm(self, "Delete inspection run",
+                                  f"Delete run {run_id} with its results, heat maps and reconstructions? "
+                                  "Reports already exported stay. This cannot be undone."):
+            return False
+        try:
+            self.state.project.delete_run(run_id)
+        except AppError as exc:
+            error(self, exc)
+            return False
+        remaining = [r["id"] for r in self.state.project.list_runs("inspect")
+                     if (r.get("params") or {}).get("model_id") == (self.state.model or {}).get("id")]
+        self.state.load_run(remaining[0] if remaining else None)
+        self.status.setText(f"Deleted run {run_id}.")
+        return True
 
     def _run_picked(self) -> None:
         run_id = self.runs.currentData()
