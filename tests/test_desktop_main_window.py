@@ -120,7 +120,12 @@ def test_browser_opens_items_and_refreshes_on_changes_from_other_threads(qtbot, 
     assert browser.categories["models"].text(0) == "Models (1)"
     assert browser.categories["runs"].text(0) == "Runs (1)"
     assert browser.categories["runs"].child(0).text(0) == "train #1 · done"
-    assert [a.text() for a in browser.context_menu_for(browser.categories["runs"].child(0)).actions()] == []
+    # An ended run can be deleted (not renamed), after a confirmation.
+    run_item = browser.categories["runs"].child(0)
+    assert [a.text() for a in browser.context_menu_for(run_item).actions()] == ["Delete…"]
+    answer_next_dialog("Delete")
+    assert browser.delete_item(run_item)
+    assert browser.categories["runs"].text(0) == "Runs (0)" and window.project.list_runs() == []
 
 
 def test_drop_files_imports_and_lists_skipped_files_with_reasons(qtbot, window, tmp_path):

@@ -224,7 +224,7 @@ class ProjectBrowser(QWidget):
             menu.exec(self.tree.viewport().mapToGlobal(pos))
 
     def context_menu_for(self, item: QTreeWidgetItem) -> QMenu | None:
-        """The menu for an item: open, rename, delete (runs are history: they stay)."""
+        """The menu for an item: open, rename, delete (runs: delete only, once they have ended)."""
         if self.project is None:
             return None
         kind = item.data(0, KIND_ROLE)
@@ -234,8 +234,9 @@ class ProjectBrowser(QWidget):
             return menu
         if kind in ("documents", "images"):
             menu.addAction("Open", lambda: self._activated(item))
-        if kind != "runs" and not self.project.read_only:
-            menu.addAction("Rename…", lambda: self.rename_item(item))
+        if not self.project.read_only:
+            if kind != "runs":
+                menu.addAction("Rename…", lambda: self.rename_item(item))
             menu.addAction("Delete…", lambda: self.delete_item(item))
         return menu
 
@@ -266,14 +267,16 @@ class ProjectBrowser(QWidget):
         """Delete through the store, after a confirmation that names the object."""
         kind, row_id = item.data(0, KIND_ROLE), item.data(0, ID_ROLE)
         noun = {"documents": "document", "images": "image", "datasets": "data set",
-                "models": "model"}[kind]
-        extra = " Its saved versions go with it." if kind == "documents" else ""
+                "models": "model", "runs": "run"}[kind]
+        extra = {"documents": " Its saved versions go with it.",
+                 "runs": " Its inspection results, heat maps and reconstructions go with it."}.get(kind, "")
         if ask and not ui.confirm(self, f"Delete {noun}",
                                   f"Delete the {noun} “{self._name(item)}” from the project?{extra}"
                                   " This cannot be undone."):
             return False
         delete = {"documents": self.project.delete_document, "images": self.project.delete_image,
-                  "datasets": self.project.delete_dataset, "models": self.project.delete_model}[kind]
+                  "datasets": self.project.delete_dataset, "models": self.project.delete_model,
+                  "runs": self.project.delete_run}[kind]
         try:
             delete(row_id)
         except AppError as exc:
