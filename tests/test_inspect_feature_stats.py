@@ -31,18 +31,27 @@ def _brute_force(feats, gauss):
     return out
 
 
-@pytest.mark.parametrize("size", [(8, 8), (10, 6)])  # regions of equal size, and of unequal size
-def test_distance_is_the_mahalanobis_distance_to_the_region(size):
+# regions of equal size (batched sums and distances), and of unequal size (region by region)
+@pytest.mark.parametrize("size, cells", [((8, 8), 2), ((10, 6), 3)])
+def test_distance_is_the_mahalanobis_distance_to_the_region(size, cells):
     h, w = size
     good = _features(200, h=h, w=w)
     picked = FS.pick_channels(12, 8, seed=1)
-    gauss = FS.FeatureGaussians.fit([good], picked, cells=2)
+    gauss = FS.FeatureGaussians.fit([good[:70], good[70:]], picked, cells=cells)
     test = _features(5, h=h, w=w, seed=2) + 0.5
     assert torch.allclose(gauss.distance(test), _brute_force(test, gauss), rtol=1e-4, atol=1e-4)
     # the fitted mean is the regions' mean; a good image is closer than a shifted one
-    first = FS.cell_index(h, w, 2).reshape(h, w) == 0
+    first = FS.cell_index(h, w, cells).reshape(h, w) == 0
     assert torch.allclose(gauss.mean[0], good[:, picked][..., first].mean(dim=(0, 2)), atol=1e-5)
     assert gauss.distance(good[:5]).mean() < gauss.distance(good[:5] + 3).mean()
+    # the covariance too: the precision inverts the (slightly shrunk) sample covariance of region 0
+    v = good[:, picked][..., first].permute(0, 2, 1).reshape(-1, len(picked)).double()
+    cov = torch.cov(v.T)
+    cov = cov + FS.SHRINK * cov.diagonal().mean() * torch.eye(len(picked), dtype=cov.dtype)
+    assert torch.allclose(gauss.precision[0].double(), torch.linalg.inv(cov), rtol=1e-3, atol=1e-3)
+    # features given already picked fit the same Gaussians
+    again = FS.FeatureGaussians.fit([good[:, picked]], picked, cells=cells, picked=True)
+    assert torch.allclose(again.mean, gauss.mean, atol=1e-5)
 
 
 def test_fitting_batch_by_batch_equals_fitting_at_once():

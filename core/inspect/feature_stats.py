@@ -39,18 +39,27 @@ class FeatureGaussians:
         self.mean, self.precision, self.channels, self.cells = mean, precision, channels, int(cells)
 
     @classmethod
-    def fit(cls, feature_batches, channels: torch.Tensor, cells: int = CELLS) -> "FeatureGaussians":
-        """feature_batches: an iterable of (N, C, h, w) features of good images. Accumulates sums in
-        float64 batch by batch, so the features of the whole training set never sit in memory."""
+    def fit(cls, feature_batches, channels: torch.Tensor, cells: int = CELLS,
+            picked: bool = False) -> "FeatureGaussians":
+        """feature_batches: an iterable of (N, C, h, w) features of good images (picked: already
+        only `channels`, in order). Accumulates sums in float64 batch by batch, so the features of
+        the whole training set never sit in memory."""
         total = sums = outer = index = None
         for feats in feature_batches:
-            feats = feats[:, channels.to(feats.device)].double()
+            feats = (feats if picked else feats[:, channels.to(feats.device)]).double()
             n, d, h, w = feats.shape
             if index is None:
                 index = cell_index(h, w, cells).to(feats.device)
                 total = torch.zeros(cells * cells, dtype=torch.float64, device=feats.device)
                 sums = torch.zeros(cells * cells, d, dtype=torch.float64, device=feats.device)
                 outer = torch.zeros(cells * cells, d, d, dtype=torch.float64, device=feats.device)
+            if h % cells == 0 and w % cells == 0:  # regions of equal size: one batched product
+                kh, kw = h // cells, w // cells
+                v = feats.reshape(n, d, cells, kh, cells, kw).permute(2, 4, 0, 3, 5, 1).reshape(cells * cells, -1, d)
+                total += v.shape[1]
+                sums += v.sum(1)
+                outer += torch.bmm(v.transpose(1, 2), v)
+                continue
             flat = feats.permute(0, 2, 3, 1).reshape(n, h * w, d)
             for c in range(cells * cells):
                 v = flat[:, index == c].reshape(-1, d)

@@ -60,6 +60,7 @@ def effective_threshold(calibration: dict, sensitivity: float = 0.5) -> float:
 
 
 MAPS_IN_FLIGHT = 256 * 2**20  # bytes of maps kept on the device before they are copied to the host
+FIT_GROUP = 32  # images whose features are summed into the feature Gaussians at once
 
 
 def inference_batch(size: int, device) -> int:
@@ -174,15 +175,23 @@ class Inspector:
         self.config["map"].pop("features", None)
         cells = cells or FS.CELLS
 
-        def batches():
+        picked = FS.pick_channels(sum(self.net.stage_widths()), channels or FS.CHANNELS, seed)
+        split = self.net.split_channels(picked, self.device)
+
+        def batches():  # forward passes in small batches; sums over groups of FIT_GROUP images
+            group, size = [], 0
             for i in range(0, train.shape[0], self.batch):
                 with devices.autocast(self.device):
-                    feats = self.net.stage_features(train[i:i + self.batch].to(self.device))
-                yield feats.float()  # outside autocast: the sums are accumulated in float64
+                    feats = self.net.stage_features(train[i:i + self.batch].to(self.device), split)
+                group.append(feats.float())  # outside autocast: the sums are accumulated in float64
+                size += feats.shape[0]
+                if size >= FIT_GROUP:
+                    yield torch.cat(group)
+                    group, size = [], 0
+            if group:
+                yield torch.cat(group)
 
-        width = self.net.stage_features(train[:1].to(self.device)).shape[1]
-        picked = FS.pick_channels(width, channels or FS.CHANNELS, seed)
-        self.features = FS.FeatureGaussians.fit(batches(), picked, cells)
+        self.features = FS.FeatureGaussians.fit(batches(), picked, cells, picked=True)
         own, feat = [], []
         for i in range(0, hold.shape[0], self.batch):
             a, f = self._maps(hold[i:i + self.batch].to(self.device))

@@ -181,9 +181,11 @@ def load_checkpoint(folder: Path, net, opt, g, p):
 def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
                         n_labelled: int) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
-    images: the position statistics (64 images), the encoder over every training image and the
-    maps of the held-out ones (feature statistics), the held-out and labelled images' scores."""
-    from core.inspect.score import inference_batch
+    images: the position statistics (64 images), the encoder over every training image, the
+    Gaussians' sums and the maps of the held-out ones (feature statistics), the held-out and
+    labelled images' scores."""
+    from core.inspect import feature_stats as FS
+    from core.inspect.score import FIT_GROUP, inference_batch
 
     x = images[:min(inference_batch(images.shape[-1], dev), images.shape[0])].to(dev)
     was_training = net.training
@@ -203,6 +205,19 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
     seconds = full * (maps + (n_hold if features else 0))
     if features:
         seconds += per_image(net.stage_features) * images.shape[0]
+        # Accumulating the Gaussians' sums (float64, per region) costs about as much again on a CPU.
+        picked = FS.pick_channels(sum(net.stage_widths()), FS.CHANNELS, 0)
+        feats = net.stage_features(x, picked).float()
+        feats = feats.repeat(-(-FIT_GROUP // feats.shape[0]), 1, 1, 1)[:FIT_GROUP]  # summed a group at a time
+
+        def fitting(batches: int) -> float:
+            t = time.monotonic()
+            FS.FeatureGaussians.fit([feats] * batches, picked, picked=True)
+            devices.synchronize(dev)
+            return time.monotonic() - t
+
+        once, twice = fitting(1), fitting(2)
+        seconds += once + max(0.0, twice - once) * images.shape[0] / feats.shape[0]
     net.train(was_training)
     return 1.15 * seconds + 1.0  # a margin, and a second for writing the model
 
