@@ -245,18 +245,6 @@ def _blur_matrices(height: int, width: int, sigma: float, device: str, dtype):
         # the convolution blurred each row of eye(width): row j is where pixel j spreads to, so
         # x @ cols blurs rows; for columns it blurred each column of eye(height): rows @ x.
         return rows.to(device=device, dtype=dtype).contiguous(), cols.to(device=device, dtype=dtype).contiguous()
-    k = gaussian_kernel(sigma, x.device).to(x.dtype)
-    r = k.numel() // 2
-    c = x.shape[1]
-    pad_h = min(r, x.shape[-1] - 1)
-    pad_v = min(r, x.shape[-2] - 1)
-    kh = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    kv = k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-    if pad_h == r:
-        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kh, groups=c)
-    if pad_v == r:
-        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), kv, groups=c)
-    return x
 
 
 def ssim_map(a, b, sigma: float = 1.5, c1: float = 0.01 ** 2 * 16, c2: float = 0.03 ** 2 * 16):

@@ -294,13 +294,14 @@ def run(params: dict, ctx) -> dict:
     amp = devices.autocast(dev)
     fits_positions = bool(p["position_stats"] and not p["baseline"])
     fits_features = bool(p["feature_stats"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae")
-    budget, after = float(p["time_budget"] or 0), 0.0
-    if budget:
+    timed = bool(p["time_budget"])
+    budget, after = float(p["time_budget"] or 0), 0.0  # budget: the loop's seconds, once reserved below
+    if timed:
         # The budget is the job's: reading the images so far, and the work after the loop, come out of it.
         after = _after_loop_seconds(net, train_imgs, dev, amp, fits_positions, fits_features,
                                     len(hold_idx), len(ds.test) if ds.layout == "plain" else 0)
-        budget = budget - (time.monotonic() - job_start) - after
-        ctx.log(f"training for {max(budget, 0):.0f} s of the {float(p['time_budget']):.0f} s budget; "
+        budget = max(0.0, budget - (time.monotonic() - job_start) - after)
+        ctx.log(f"training for {budget:.0f} s of the {float(p['time_budget']):.0f} s budget; "
                 f"about {after:.0f} s are kept for fitting the statistics and calibrating")
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
 
@@ -314,10 +315,11 @@ def run(params: dict, ctx) -> dict:
             elapsed = time.monotonic() - t0
             if total_steps and step >= total_steps:
                 break
-            if budget and elapsed >= budget and step > start_step:  # at least one step, even when short
+            if timed and elapsed >= budget and step > start_step:  # at least one step, even when short
                 break
             ctx.check_cancelled()
-            frac = max(step / total_steps if total_steps else 0.0, elapsed / budget if budget > 0 else 1.0 if budget else 0.0)
+            frac = max(step / total_steps if total_steps else 0.0,
+                       (elapsed / budget if budget > 0 else 1.0) if timed else 0.0)
             for group in opt.param_groups:  # cosine decay over the run (steps or wall clock)
                 group["lr"] = float(p["lr"]) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
             clean = sampler.sample(batch)
@@ -335,7 +337,7 @@ def run(params: dict, ctx) -> dict:
             loss_avg = lv if loss_avg is None else 0.95 * loss_avg + 0.05 * lv
             elapsed = time.monotonic() - t0
             rate = (step - start_step) / max(elapsed - prev_elapsed, 1e-6)
-            if budget and not total_steps:
+            if timed and not total_steps:
                 eta, shown_total = max(0.0, budget - elapsed) + after, max(step, int(budget * rate))
             else:
                 eta, shown_total = (total_steps - step) / max(rate, 1e-6), total_steps
