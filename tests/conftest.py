@@ -1,6 +1,7 @@
 """Shared test set-up: headless Qt, no network, a private data folder, the shared real data."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,18 @@ def _private_user_folders(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("userdirs")
     monkeypatch.setenv("LIENZO_DATA_DIR", str(base / "data"))
     monkeypatch.setenv("LIENZO_CONFIG_DIR", str(base / "config"))
+
+
+@pytest.fixture(autouse=True)
+def _window_extensions_per_test():
+    """Features register themselves on MainWindow for the whole process (the app installs each
+    once); a test that installs one must not change the windows of the tests after it."""
+    module = sys.modules.get("desktop.main_window")
+    saved = list(module.MainWindow.extensions) if module else []
+    yield
+    module = sys.modules.get("desktop.main_window")
+    if module is not None:
+        module.MainWindow.extensions[:] = saved
 
 
 @pytest.fixture(scope="session")
