@@ -32,6 +32,14 @@ def pick_channels(available: int, wanted: int, seed: int) -> torch.Tensor:
     return torch.randperm(available, generator=g)[:min(wanted, available)].sort().values
 
 
+def _by_region(feats: torch.Tensor, cells: int) -> torch.Tensor:
+    """(N, d, h, w) with h, w multiples of cells -> (cells², N * positions per region, d), regions
+    row-major and each region's positions in (image, row, column) order."""
+    n, d, h, w = feats.shape
+    return (feats.reshape(n, d, cells, h // cells, cells, w // cells).permute(2, 4, 0, 3, 5, 1)
+            .reshape(cells * cells, -1, d))
+
+
 class FeatureGaussians:
     """Per-region mean and precision of the picked feature channels."""
 
@@ -54,8 +62,7 @@ class FeatureGaussians:
                 sums = torch.zeros(cells * cells, d, dtype=torch.float64, device=feats.device)
                 outer = torch.zeros(cells * cells, d, d, dtype=torch.float64, device=feats.device)
             if h % cells == 0 and w % cells == 0:  # regions of equal size: one batched product
-                kh, kw = h // cells, w // cells
-                v = feats.reshape(n, d, cells, kh, cells, kw).permute(2, 4, 0, 3, 5, 1).reshape(cells * cells, -1, d)
+                v = _by_region(feats, cells)
                 total += v.shape[1]
                 sums += v.sum(1)
                 outer += torch.bmm(v.transpose(1, 2), v)
@@ -92,8 +99,7 @@ class FeatureGaussians:
         if h % cells == 0 and w % cells == 0:
             # Regions of equal size (the usual case): one batched product for all of them.
             kh, kw = h // cells, w // cells
-            v = feats.reshape(n, d, cells, kh, cells, kw).permute(2, 4, 0, 3, 5, 1).reshape(cells * cells, -1, d)
-            v = v - self.mean[:, None]
+            v = _by_region(feats, cells) - self.mean[:, None]
             d2 = (torch.bmm(v, self.precision) * v).sum(-1)
             d2 = d2.reshape(cells, cells, n, kh, kw).permute(2, 0, 3, 1, 4).reshape(n, h, w)
             return d2.clamp_min(0).sqrt()

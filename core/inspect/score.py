@@ -85,6 +85,7 @@ class Inspector:
         self.stats = {k: v.to(self.device) for k, v in stats.items()} if stats else None
         # Gaussians of the encoder's features per region (core.inspect.feature_stats), or None.
         self.features = features.to(self.device) if features is not None else None
+        self._split = (None, None)  # (the Gaussians, their channels split by encoder stage): feature_channels()
 
     @classmethod
     def load(cls, folder, device: str = "auto") -> "Inspector":
@@ -153,7 +154,7 @@ class Inspector:
 
     def feature_channels(self) -> list:
         """The feature channels split by encoder stage, on the device; worked out once per fit."""
-        if getattr(self, "_split", (None,))[0] is not self.features:
+        if self._split[0] is not self.features:
             self._split = (self.features, self.net.split_channels(self.features.channels, self.device))
         return self._split[1]
 
