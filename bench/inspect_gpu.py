@@ -1,7 +1,8 @@
 """Image inspector throughput on the device at hand: train and infer at 256 x 256 for a fixed
 number of steps (CUDA with mixed precision when a GPU is present, CPU otherwise), printing images/s:
-training, a bare forward pass of the network, and the whole scoring pipeline (maps normalised per
-position, feature statistics, image scores back on the host) with their ratio.
+training (a VAE step and a context-segmenter step, as the inspector trains), a bare forward pass of
+both networks, and the whole scoring pipeline (maps normalised per position, feature statistics,
+the context map, image scores back on the host) with their ratio.
 
 Usage: .venv/bin/python bench/inspect_gpu.py [--steps 200] [--size 256] [--batch 32] [--device auto]
                                              [--data ../shared/data/qa/magnetic_tile]
@@ -27,7 +28,8 @@ import torch  # noqa: E402
 from core import device as devices  # noqa: E402
 from core.inspect import model as M  # noqa: E402
 from core.inspect.synth import make_defects  # noqa: E402
-from core.inspect.train import DEFAULTS, PatchSampler, loss_terms, optimise  # noqa: E402
+from core.inspect.train import (CONTEXT_PIXELS, DEFAULTS, PatchSampler, context_batch, context_loss,  # noqa: E402
+                                loss_terms, optimise)
 
 
 def load_images(data: str | None, size: int, limit: int = 64) -> torch.Tensor:
@@ -44,14 +46,15 @@ def load_images(data: str | None, size: int, limit: int = 64) -> torch.Tensor:
     return M.blur(torch.randn(limit, 1, size, size, generator=g), 1.0) * 2
 
 
-def pipeline_seconds(net, imgs, x, steps: int, dev, sync) -> float:
+def pipeline_seconds(net, context, imgs, x, steps: int, dev, sync) -> float:
     """Seconds for `steps` batches through the inspector's whole scoring pipeline, with its
     statistics fitted on `imgs` as training does."""
     from core.inspect.score import Inspector
 
     config = {"task": "image", "preprocess": {"size": x.shape[-1], "channels": 1, "normalise": "percentile"},
-              "map": {"mode": "seg", "sigma": DEFAULTS["map_sigma"], "score": DEFAULTS["score"]}}
-    insp = Inspector(net, config, dev)
+              "map": {"mode": "seg", "sigma": DEFAULTS["map_sigma"], "score": DEFAULTS["score"]},
+              "context": {"arch": context.arch}}
+    insp = Inspector(net, config, dev, context=context)
     insp.batch = x.shape[0]
     insp.fit_position_stats(imgs)
     insp.fit_feature_stats(imgs, imgs[: max(2, imgs.shape[0] // 8)])
@@ -80,36 +83,46 @@ def main(argv=None) -> int:
     sampler = PatchSampler(imgs, args.size, True, False, g)
     net = M.build({**M.DEFAULT_ARCH, "channels": 1}).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    context = M.ContextSegmenter({"channels": 1}).to(dev)
+    context_opt = torch.optim.Adam(context.parameters(), lr=1e-3)
+    context_size = max(2, CONTEXT_PIXELS // (args.size * args.size))
     amp = devices.autocast(dev)
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
+    context_scaler = torch.amp.GradScaler("cuda") if scaler is not None else None
     p = {**DEFAULTS}
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     with devices.oom_guard("The GPU benchmark"):
         # Train.
         net.train()
-        batches = [make_defects(sampler.sample(args.batch), g) + (None,) for _ in range(min(args.steps, 8))]
+        context.train()
+        batches = [make_defects(sampler.sample(args.batch), g) + context_batch(imgs, context_size, True, False, g)
+                   for _ in range(min(args.steps, 8))]
         sync()
         t0 = time.monotonic()
         for step in range(args.steps):
-            x_in, target, _ = batches[step % len(batches)]
+            x_in, target, cx, ctarget = batches[step % len(batches)]
             clean = x_in  # throughput only: content does not change the cost
             loss, _ = loss_terms(net, clean.to(dev), x_in.to(dev), target.to(dev), p, amp)
             optimise(loss, opt, scaler)
+            optimise(context_loss(context, cx.to(dev), ctarget.to(dev), amp), context_opt, context_scaler)
         sync()
         train_s = time.monotonic() - t0
         # Infer.
         net.eval()
+        context.eval()
         x = sampler.sample(args.batch).to(dev)
         with torch.inference_mode(), amp:
             net(x)
+            context(x)
             sync()
             t0 = time.monotonic()
             for _ in range(args.steps):
                 recon, _, _, seg = net(x)
                 torch.sigmoid(seg)
+                torch.sigmoid(context(x))
             sync()
         infer_s = time.monotonic() - t0
-        pipe_s = pipeline_seconds(net, imgs, x, args.steps, dev, sync)
+        pipe_s = pipeline_seconds(net, context, imgs, x, args.steps, dev, sync)
     res = {"device": devices.describe(dev), "amp": str(devices.amp_dtype(dev)), "size": args.size,
            "batch": args.batch, "steps": args.steps,
            "train_images_per_s": round(args.steps * args.batch / train_s, 2),

@@ -60,16 +60,19 @@ def _train(params):
 
 def bare_forward_rate(insp, x, repeats=1, vae_only=False):
     """Images/s of the model's own computation (same batches, same device, inference mode): the
-    network, and with feature statistics its stage features and their Mahalanobis distances. The
-    pipeline adds resizing, blurring, normalising, combining and the image score to this.
-    vae_only: the VAE's forward pass alone, for the cost of the feature statistics."""
+    network, with feature statistics its stage features and their Mahalanobis distances, and the
+    context segmenter. The pipeline adds resizing, blurring, normalising, combining and the image
+    score to this. vae_only: the VAE's forward pass alone, for the cost of the other two."""
     net, dev = insp.net, insp.device
     gauss = None if vae_only else insp.features
+    context = None if vae_only else insp.context
 
     def forward(xb):
         if gauss is None:
-            return net(xb)
-        return gauss.distance(net(xb, features=True, channels=insp.feature_channels())[4], picked=True)
+            out = net(xb)
+        else:
+            out = gauss.distance(net(xb, features=True, channels=insp.feature_channels())[4], picked=True)
+        return out if context is None else (out, context(xb))
 
     with torch.inference_mode():
         forward(x[: insp.batch].to(dev))  # warm-up
@@ -154,7 +157,10 @@ def speed_only(name, root: Path) -> dict:
         cfg.update({"preprocess": {"size": size, "channels": 1, "normalise": norm},
                     "calibration": {"threshold": 1.0, "scale": 1.0}})
         torch.manual_seed(0)
-        insp = Inspector(M.build(arch).eval(), cfg, torch.device("cpu"))
+        context = M.ContextSegmenter({"channels": 1}).eval() if variant == "ours" else None
+        if context is not None:
+            cfg["context"] = {"arch": context.arch}
+        insp = Inspector(M.build(arch).eval(), cfg, torch.device("cpu"), context=context)
         paths = [i.path for i in D.scan(root).test][::7][:64]
         arrays, _, _ = D.load_batch(paths, insp.prep)
         x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))

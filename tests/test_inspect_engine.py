@@ -95,10 +95,12 @@ def test_reloaded_model_scores_exactly_as_after_training(trained, subset):
     from core.inspect.feature_stats import FeatureGaussians
 
     net = M.build(cfg["arch"])
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))})
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features.", "context."))})
     stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
     gauss = FeatureGaussians.from_tensors(tensors, cfg["map"]["features"]["cells"])
-    mem = Inspector(net, cfg, torch.device("cpu"), stats, gauss)
+    context = M.ContextSegmenter(cfg["context"]["arch"])
+    context.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
+    mem = Inspector(net, cfg, torch.device("cpu"), stats, gauss, context)
     paths = sorted((subset / "test" / "crack").iterdir())
     rows_a, _, _ = mem.inspect_paths(paths)
     rows_b, _, _ = Inspector.load(out, "cpu").inspect_paths(paths)
@@ -185,13 +187,14 @@ def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
     (tmp_path / "c3" / "config.json").write_text("{not json")
     with pytest.raises(AppError, match="damaged"):
         Inspector.load(tmp_path / "c3", "cpu")
-    # a config.json edited by hand so it no longer matches the weights: features without their scale
-    shutil.copytree(out, tmp_path / "c4")
-    cfg = json.loads((tmp_path / "c4" / "config.json").read_text())
-    del cfg["map"]["features"]["combine"]
-    (tmp_path / "c4" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(AppError, match="do not fit"):
-        Inspector.load(tmp_path / "c4", "cpu")
+    # a config.json edited by hand so it no longer matches the weights: a map without its scale
+    for n, part in enumerate(("features", "context")):
+        shutil.copytree(out, tmp_path / f"c4{n}")
+        cfg = json.loads((tmp_path / f"c4{n}" / "config.json").read_text())
+        del cfg["map"]["combine"][part]
+        (tmp_path / f"c4{n}" / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(AppError, match="do not fit"):
+            Inspector.load(tmp_path / f"c4{n}", "cpu")
 
 
 def test_bad_training_data_is_clear(tmp_path):
@@ -213,7 +216,7 @@ def _changed(src: Path, dst: Path, fn):
     return dst
 
 
-def test_trained_inspector_adds_the_feature_map_to_its_own(trained, subset):
+def test_trained_inspector_sums_its_three_maps_on_their_held_out_scales(trained, subset):
     from core.inspect import data as D
     from core.inspect import feature_stats as FS
     from core.inspect import model as M
@@ -222,29 +225,58 @@ def test_trained_inspector_adds_the_feature_map_to_its_own(trained, subset):
     cfg = json.loads((out / "config.json").read_text())
     features = cfg["map"]["features"]
     assert features["cells"] == FS.CELLS and features["channels"] == FS.CHANNELS
-    own_spread, feature_spread = features["combine"]["own"], features["combine"]["features"]
-    assert own_spread[1] > 0 and feature_spread[1] > 0
+    spreads = cfg["map"]["combine"]
+    assert set(spreads) == {"own", "features", "context"} and all(s[1] > 0 for s in spreads.values())
     _, tensors = store.load_model(out)
     assert tensors["features.precision"].shape == (FS.CELLS ** 2, FS.CHANNELS, FS.CHANNELS)
-    with_features = Inspector.load(out, "cpu")
+    assert any(k.startswith("context.") for k in tensors)
+    full = Inspector.load(out, "cpu")
     paths = sorted((subset / "test" / "crack").iterdir())
-    rows, maps, _ = with_features.inspect_paths(paths, keep_maps=True)
-    # the same network without the feature statistics: the own map alone (how older models score)
-    own_cfg = {**cfg, "map": {k: v for k, v in cfg["map"].items() if k != "features"}}
+    rows, maps, _ = full.inspect_paths(paths, keep_maps=True)
+    # the same network without the other maps: the own map alone (how the oldest models score)
+    own_cfg = {**cfg, "map": {k: v for k, v in cfg["map"].items() if k not in ("features", "combine")}}
+    own_cfg.pop("context")
     net = M.build(cfg["arch"])
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))})
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features.", "context."))})
     stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
     own_only = Inspector(net, own_cfg, torch.device("cpu"), stats)
     _, own_maps, _ = own_only.inspect_paths(paths, keep_maps=True)
-    gauss = with_features.features
     x = torch.from_numpy(np.stack(D.load_batch(paths, cfg["preprocess"])[0]))
     with torch.inference_mode():
-        fmap = with_features._feature_map(net.eval().stage_features(x), x.shape[-2:])
+        fmap = full._feature_map(net.eval().stage_features(x), x.shape[-2:])
+        cmap = M.blur(torch.sigmoid(full.context(x)), cfg["map"]["sigma"])[:, 0]
     for k, p in enumerate(paths):
-        expected = ((torch.from_numpy(own_maps[str(p)]) - own_spread[0]) / own_spread[1]
-                    + (fmap[k] - feature_spread[0]) / feature_spread[1])
+        expected = ((torch.from_numpy(own_maps[str(p)]) - spreads["own"][0]) / spreads["own"][1]
+                    + (fmap[k] - spreads["features"][0]) / spreads["features"][1]
+                    + (cmap[k] - spreads["context"][0]) / spreads["context"][1])
         assert torch.allclose(torch.from_numpy(maps[str(p)]), expected, atol=1e-4)
-    assert gauss.mean.shape == (FS.CELLS ** 2, FS.CHANNELS)
+    assert full.features.mean.shape == (FS.CELLS ** 2, FS.CHANNELS)
+
+
+def test_models_from_before_the_context_map_still_load_and_score(trained, subset, tmp_path):
+    """Their config keeps the maps' scales with the feature statistics and has no context part."""
+    out = trained[0]
+    cfg, tensors = store.load_model(out)
+    combine = cfg["map"].pop("combine")
+    cfg["map"]["features"]["combine"] = {"own": combine["own"], "features": combine["features"]}
+    cfg.pop("context")
+    for key in ("files_sha256", "library_versions"):
+        cfg.pop(key, None)
+    store.save_model(tmp_path / "old", {k: v for k, v in tensors.items() if not k.startswith("context.")}, cfg)
+    old = Inspector.load(tmp_path / "old", "cpu")
+    assert old.context is None
+    paths = sorted((subset / "test" / "crack").iterdir())
+    _, old_maps, _ = old.inspect_paths(paths, keep_maps=True)
+    new = Inspector.load(out, "cpu")
+    _, new_maps, _ = new.inspect_paths(paths, keep_maps=True)
+    from core.inspect import data as D
+    from core.inspect import model as M
+
+    x = torch.from_numpy(np.stack(D.load_batch(paths, cfg["preprocess"])[0]))
+    with torch.inference_mode():
+        term = (M.blur(torch.sigmoid(new.context(x)), cfg["map"]["sigma"])[:, 0] - combine["context"][0]) / combine["context"][1]
+    for k, p in enumerate(paths):  # the same map less the context term
+        assert torch.allclose(torch.from_numpy(old_maps[str(p)]), torch.from_numpy(new_maps[str(p)]) - term[k], atol=1e-4)
 
 
 def test_good_parts_stay_pass_under_lighting_drift_and_small_shifts(trained, subset, tmp_path):
@@ -470,3 +502,32 @@ def test_colour_rotations_and_skipped_files_are_reported(subset, tmp_path):
     assert cfg["arch"]["channels"] == 3 and cfg["training"]["skipped"] == 1
     rows, _, skipped = Inspector.load(out, "cpu").inspect_paths(sorted(data.iterdir()))
     assert len(rows) == 9 and len(skipped) == 1 and "not a readable image" in skipped[0][1]
+
+
+def test_foreign_regions_replace_a_large_part_by_another_image():
+    from core.inspect.synth import make_foreign_regions
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.zeros(24, 1, 48, 64)
+    pool = torch.full((2, 1, 48, 64), 2.0)
+    out, target = make_foreign_regions(x, pool, g, p_region=1.0)
+    covered = target.mean((1, 2, 3))
+    assert covered.min() > 0.05 and covered.max() < 0.6  # an edge band or large blobs, never all
+    changed = (out != 0).float()
+    assert torch.equal(changed * target, target)  # marked only where the image changed
+    assert (out[target.bool()] - 2.0).abs().max() < 2.0  # the donor, a little brighter or darker
+
+
+def test_context_segmenter_sees_the_whole_row_and_column():
+    from core.inspect import model as M
+
+    # Batch statistics: an untrained network's running ones shrink the deep features to nearly zero.
+    net = M.ContextSegmenter({}).train()
+    x = torch.randn(1, 1, 64, 320)
+    with torch.inference_mode():
+        a = net(x)
+        y = x.clone()
+        y[0, 0, :16, 304:] += 5.0  # 290 pixels away: beyond the convolutions' reach (about 60 pixels)
+        b = net(y)
+    assert a.shape == (1, 1, 64, 320)
+    assert (a[0, 0, 0:4, 0:8] - b[0, 0, 0:4, 0:8]).abs().max() > 1e-5

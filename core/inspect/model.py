@@ -157,6 +157,56 @@ def _resize_like_adaptive_pool(x, size):
     return F.adaptive_avg_pool2d(x, size)
 
 
+CONTEXT_ARCH = {"channels": 1, "width": 16, "depth": 4}
+
+
+class ContextSegmenter(nn.Module):
+    """A U-Net over the whole image whose bottleneck also sees the image's mean feature, and the
+    mean of each row and each column of features (strip pooling). Trained on "foreign regions"
+    (core.inspect.synth.make_foreign_regions), it marks the part of a surface that does not belong
+    with the rest of that same image: a band ground differently, a patch with another finish. Each
+    side of such a border can look like good texture on its own, so the patch-sized VAE cannot see
+    it; this network has the whole image in view.
+    """
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        a = {**CONTEXT_ARCH, **arch}
+        self.arch = a
+        c, w, d = a["channels"], a["width"], a["depth"]
+        widths = [min(w * 2 ** i, 128) for i in range(d + 1)]
+        self.down = nn.ModuleList([_block(c, widths[0])] + [
+            nn.Sequential(_block(widths[i], widths[i + 1], 2), _block(widths[i + 1], widths[i + 1]))
+            for i in range(d)])
+        top = widths[-1]
+        self.context = nn.Sequential(nn.Conv2d(4 * top, top, 1), nn.LeakyReLU(0.2, inplace=True))
+        up, ch = [], top
+        for i in reversed(range(d)):  # each step up halves the width again, to the first stage's
+            up.append(_block(ch + widths[i], widths[max(i - 1, 0)]))
+            ch = widths[max(i - 1, 0)]
+        self.up = nn.ModuleList(up)
+        self.out = nn.Conv2d(ch, 1, 3, 1, 1)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** self.arch["depth"]
+
+    def forward(self, x):
+        """(N, C, H, W) -> (N, 1, H, W) logits of "foreign here"."""
+        skips, h = [], x
+        for layer in self.down:
+            h = layer(h)
+            skips.append(h)
+        whole = h.mean((2, 3), keepdim=True).expand_as(h)
+        rows = h.mean(3, keepdim=True).expand_as(h)
+        cols = h.mean(2, keepdim=True).expand_as(h)
+        h = self.context(torch.cat([h, whole, rows, cols], 1))
+        for layer, skip in zip(self.up, reversed(skips[:-1])):
+            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = layer(torch.cat([h, skip], 1))
+        return self.out(h)
+
+
 class TextbookVAE(nn.Module):
     """The usual baseline: conv encoder, dense latent vector, conv decoder; fixed input size."""
 

@@ -63,6 +63,12 @@ MAPS_IN_FLIGHT = 256 * 2**20  # bytes of maps kept on the device before they are
 FIT_GROUP = 32  # images whose features are summed into the feature Gaussians at once
 
 
+def _combination(config: dict) -> dict | None:
+    """{map name: [median, interquartile range] on held-out good images}. Models from before the
+    context segmenter keep theirs with the feature statistics."""
+    return config["map"].get("combine") or config["map"].get("features", {}).get("combine")
+
+
 def inference_batch(size: int, device) -> int:
     """Images per forward pass when scoring. On the CPU small batches are much faster (measured on
     2 cores: 77 vs 51 images/s at 128 px with 8 vs 16 images; 19 vs 10 at 256 px with 2 vs 16):
@@ -75,7 +81,8 @@ def inference_batch(size: int, device) -> int:
 class Inspector:
     """A trained image model ready to score. Build with Inspector.load(folder) or from training."""
 
-    def __init__(self, net, config: dict, device=None, stats: dict | None = None, features=None):
+    def __init__(self, net, config: dict, device=None, stats: dict | None = None, features=None,
+                 context=None):
         self.net = net.eval()
         self.config = config
         self.device = device or torch.device("cpu")
@@ -85,6 +92,8 @@ class Inspector:
         self.stats = {k: v.to(self.device) for k, v in stats.items()} if stats else None
         # Gaussians of the encoder's features per region (core.inspect.feature_stats), or None.
         self.features = features.to(self.device) if features is not None else None
+        # The whole-image segmenter of foreign regions (model.ContextSegmenter), or None.
+        self.context = context.to(self.device).eval() if context is not None else None
         self._split = (None, None)  # (the Gaussians, their channels split by encoder stage): feature_channels()
 
     @classmethod
@@ -96,21 +105,25 @@ class Inspector:
         dev = devices.choose_device(device)
         net = M.build(config["arch"])
         stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
-        features = None
+        features = context = None
         feature_config = config["map"].get("features")
         try:
             if feature_config:
                 from core.inspect.feature_stats import FeatureGaussians
 
                 features = FeatureGaussians.from_tensors(tensors, feature_config["cells"])
-                if not {"own", "features"} <= set(feature_config.get("combine") or {}):
-                    raise KeyError("combine")
-            tensors = {k: v for k, v in tensors.items() if not k.startswith(("stats.", "features."))}
+            if config.get("context"):
+                context = M.ContextSegmenter(config["context"]["arch"])
+                context.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
+            parts = {"own"} | ({"features"} if features is not None else set()) | ({"context"} if context else set())
+            if len(parts) > 1 and not parts <= set(_combination(config) or {}):
+                raise KeyError("combine")
+            tensors = {k: v for k, v in tensors.items() if not k.startswith(("stats.", "features.", "context."))}
             net.load_state_dict(tensors)
         except (RuntimeError, KeyError) as exc:
             raise AppError(f"The weights in '{folder}' do not fit the architecture in config.json.",
                            "The folder is inconsistent; retrain or copy it again.") from exc
-        insp = cls(net.to(dev), config, dev, stats or None, features)
+        insp = cls(net.to(dev), config, dev, stats or None, features, context)
         insp.folder = Path(folder)
         return insp
 
@@ -125,13 +138,24 @@ class Inspector:
     # -- the maps --------------------------------------------------------------------------------
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
+        parts = self._map_parts(x)
+        if len(parts) == 1:
+            return parts["own"]
+        combine = _combination(self.config)
+        # Each map centred and scaled by its median and interquartile range on held-out good
+        # images, then summed.
+        return sum((m - combine[k][0]) / combine[k][1] for k, m in parts.items())
+
+    def _map_parts(self, x: torch.Tensor) -> dict:
+        """The maps that make up the anomaly map: "own" (the VAE's, normalised per position),
+        "features" (feature_stats) and "context" (the context segmenter), those the model has."""
         mode = self.config["map"]["mode"]
-        combine = self.config["map"].get("features", {}).get("combine") if self.features is not None else None
         with devices.autocast(self.device):
             if self.features is not None:
                 recon, _, _, seg, feats = self.net(x, features=True, channels=self.feature_channels())
             else:
                 recon, _, _, seg = self.net(x)
+            context = self.context(x) if self.context is not None else None
         if mode == "seg":
             amap = torch.sigmoid(seg.float())
         else:
@@ -143,14 +167,12 @@ class Inspector:
         if self.stats is not None:
             # Where good parts themselves vary (edges, streaks), a high raw value means less.
             amap = (amap - self.stats["mean"]) / self.stats["std"]
+        parts = {"own": amap}
         if self.features is not None:
-            fmap = self._feature_map(feats, amap.shape[-2:], picked=True)
-            if combine is None:  # while fitting: the two maps side by side
-                return amap, fmap
-            # Each map centred and scaled by its median and interquartile range on held-out good
-            # images, then summed.
-            amap = (amap - combine["own"][0]) / combine["own"][1] + (fmap - combine["features"][0]) / combine["features"][1]
-        return amap
+            parts["features"] = self._feature_map(feats, amap.shape[-2:], picked=True)
+        if context is not None:
+            parts["context"] = M.blur(torch.sigmoid(context.float()), float(self.config["map"].get("sigma", 0)))[:, 0]
+        return parts
 
     def feature_channels(self) -> list:
         """The feature channels split by encoder stage, on the device; worked out once per fit."""
@@ -193,22 +215,30 @@ class Inspector:
                 yield torch.cat(group)
 
         self.features = FS.FeatureGaussians.fit(batches(), picked, cells, picked=True)
-        own, feat = [], []
+        self.config["map"]["features"] = {
+            "cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
+            "tensors": ["features.mean", "features.precision", "features.channels"]}
+        self.fit_combination(hold)
+
+    @torch.inference_mode()
+    def fit_combination(self, hold: torch.Tensor) -> None:
+        """The median and interquartile range of each map on held-out good images: the scale on
+        which they are summed. Call after the other fits (a model with one map needs none)."""
+        self.config["map"].pop("combine", None)
+        self.config["map"].get("features", {}).pop("combine", None)
+        collected: dict = {}
         for i in range(0, hold.shape[0], self.batch):
-            a, f = self._maps(hold[i:i + self.batch].to(self.device))
-            own.append(a.float().cpu())
-            feat.append(f.float().cpu())
-        own, feat = torch.cat(own), torch.cat(feat)
+            for name, m in self._map_parts(hold[i:i + self.batch].to(self.device)).items():
+                collected.setdefault(name, []).append(m.float().cpu())
+        if len(collected) < 2:
+            return
 
         def spread(maps):  # median and interquartile range, on a subsample when there are many pixels
             flat = maps.flatten()[::max(1, maps.numel() // 4_000_000)].numpy()
             q1, median, q3 = np.percentile(flat, [25, 50, 75])
             return [float(median), max(float(q3 - q1), 1e-6)]
 
-        self.config["map"]["features"] = {
-            "cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
-            "combine": {"own": spread(own), "features": spread(feat)},
-            "tensors": ["features.mean", "features.precision", "features.channels"]}
+        self.config["map"]["combine"] = {name: spread(torch.cat(maps)) for name, maps in collected.items()}
 
     @torch.inference_mode()
     def fit_position_stats(self, x: torch.Tensor) -> None:
@@ -217,7 +247,11 @@ class Inspector:
         self.stats = None
         self.features = None
         self.config["map"].pop("features", None)
-        _, maps = self.score_tensor(x, keep_maps=True)
+        context, self.context = self.context, None  # the statistics are of the VAE's own map
+        try:
+            _, maps = self.score_tensor(x, keep_maps=True)
+        finally:
+            self.context = context
         mean = maps.mean(0)
         sd = maps.std(0) if maps.shape[0] > 1 else torch.ones_like(mean)
         mean = M.blur(mean[None, None], 2.0)[0, 0]
@@ -231,6 +265,8 @@ class Inspector:
             out.update({f"stats.{k}": v.cpu() for k, v in self.stats.items()})
         if self.features is not None:
             out.update(self.features.tensors())
+        if self.context is not None:
+            out.update({f"context.{k}": v.cpu() for k, v in self.context.state_dict().items()})
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:

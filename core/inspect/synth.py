@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from core.inspect.model import blur
+
 
 def _blob_mask(n, size, g):
     """Perlin-like blobs: low-resolution noise, smoothly upsampled, thresholded at a random level."""
@@ -112,4 +114,60 @@ def make_defects(x: torch.Tensor, g: torch.Generator, p_defect: float = 0.5):
         changed = ((mixed - clean).abs().amax(0, keepdim=True) > 0.15).float() * m
         out[i] = mixed
         target[i] = changed
+    return out, target
+
+
+def _edge_band_mask(n, height, width, g):
+    """A band from one edge (any of the four) over 15-50 % of the image, with a gently wavy border."""
+    masks = torch.zeros(n, 1, height, width)
+    for i in range(n):
+        vertical_border = float(torch.rand(1, generator=g)) < 0.5  # the band runs from the left or right
+        along, across = (height, width) if vertical_border else (width, height)
+        t = torch.arange(along, dtype=torch.float32) / along
+        depth = 0.15 + 0.35 * float(torch.rand(1, generator=g))
+        amplitude = 0.05 * float(torch.rand(1, generator=g))
+        cycles = 1.0 + 3.0 * float(torch.rand(1, generator=g))
+        phase = 2 * math.pi * float(torch.rand(1, generator=g))
+        border = (depth + amplitude * torch.sin(2 * math.pi * cycles * t + phase)) * across
+        inside = (torch.arange(across, dtype=torch.float32)[:, None] < border[None, :]).float()
+        if float(torch.rand(1, generator=g)) < 0.5:
+            inside = inside.flip(0)  # from the opposite edge
+        masks[i, 0] = inside.t() if vertical_border else inside
+    return masks
+
+
+def _large_blob_mask(n, height, width, g):
+    """One or a few large smooth regions covering 10-45 % of the image."""
+    masks = torch.zeros(n, 1, height, width)
+    for i in range(n):
+        res = int(torch.randint(2, 5, (1,), generator=g))
+        noise = torch.rand(1, 1, res + 1, res + 1, generator=g)
+        up = F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=True)
+        frac = float(torch.empty(1).uniform_(0.10, 0.45, generator=g))
+        masks[i] = (up > torch.quantile(up.flatten(), 1 - frac)).float()[0]
+    return masks
+
+
+def make_foreign_regions(x: torch.Tensor, pool: torch.Tensor, g: torch.Generator, p_region: float = 0.65):
+    """Whole images x (N, C, H, W) in which a large region (an edge band or a big blob) is replaced by
+    the same place of another good image from `pool`, with its brightness and contrast changed a
+    little: a surface finished differently in one part. Each side is good on its own; only the
+    comparison within the image shows the defect. Returns (images, target mask (N, 1, H, W)), the
+    target only where the two really differ."""
+    n, _, h, w = x.shape
+    out, target = x.clone(), torch.zeros(n, 1, h, w)
+    for i in range(n):
+        if float(torch.rand(1, generator=g)) >= p_region:
+            continue
+        band = float(torch.rand(1, generator=g)) < 0.5
+        m = (_edge_band_mask if band else _large_blob_mask)(1, h, w, g)[0]
+        donor = pool[int(torch.randint(0, pool.shape[0], (1,), generator=g))]
+        if float(torch.rand(1, generator=g)) < 0.5:
+            donor = donor.flip(-1)
+        gain = math.exp(0.15 * float(torch.randn(1, generator=g)))
+        offset = 0.2 * float(torch.randn(1, generator=g))
+        out[i] = x[i] * (1 - m) + (donor * gain + offset) * m
+        # Where the donor happens to match (same texture, same level) there is nothing to find.
+        differs = blur((out[i] - x[i]).abs().amax(0, keepdim=True)[None], 3.0)[0] > 0.12
+        target[i] = differs.float() * m
     return out, target

@@ -3,7 +3,8 @@
 Patches of good images (at a fixed scale) are corrupted with synthetic defects; the VAE learns to
 redraw the good surface and its head to point at what changed. After training, the map is
 normalised per position on good images and joined by a map of how unusual the encoder's features
-are (feature_stats); the threshold is calibrated on held-out good images. Progress reports loss and ETA; the
+are (feature_stats) and by the map of a whole-image segmenter trained alongside on foreign regions
+(model.ContextSegmenter); the threshold is calibrated on held-out good images. Progress reports loss and ETA; the
 job stops at cancel, at the end of its epochs, or early enough that the whole job (reading, training,
 fitting the statistics, calibrating) ends within its wall-clock budget; checkpoints
 (safetensors + json) let an interrupted run resume. Same seed, same data -> same weights (CPU).
@@ -25,7 +26,7 @@ from core.errors import AppError
 from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
-from core.inspect.synth import make_defects
+from core.inspect.synth import make_defects, make_foreign_regions
 
 DEFAULTS = {
     "image_size": 256,
@@ -52,6 +53,7 @@ DEFAULTS = {
     "map_sigma": 2.0,
     "position_stats": True,   # normalise the map per position by good-image statistics
     "feature_stats": True,    # add a map of how unusual the encoder's features are (feature_stats)
+    "context": True,          # add a whole-image segmenter of foreign regions (model.ContextSegmenter)
     "score": "max",
     "checkpoint_every_s": 60.0,
     "resume": True,
@@ -59,6 +61,7 @@ DEFAULTS = {
 
 
 PREVIEW_EVERY_S = 3.0  # how often a watching GUI gets reconstructions from the live network
+CONTEXT_PIXELS = 2**18  # pixels per context-segmenter batch: about one VAE step's time (2 cores)
 
 
 def _stack(arrays):
@@ -90,6 +93,35 @@ class PatchSampler:
             k = int(torch.randint(0, 4, (1,), generator=g))
             out = torch.rot90(out, k, dims=(-2, -1))
         return out
+
+
+def context_batch(images: torch.Tensor, n: int, flips: bool, rot90: bool, g: torch.Generator):
+    """Whole good images, half with foreign regions and half with the small synthetic defects the
+    VAE trains on (so the context map also answers for those), and their target masks."""
+    idx = torch.randint(0, images.shape[0], (n,), generator=g).tolist()
+    x = images[idx].clone()
+    if flips:
+        fh = torch.rand(n, generator=g) < 0.5
+        x[fh] = x[fh].flip(-1)
+    if rot90:
+        x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=g)), dims=(-2, -1))
+    half = (n + 1) // 2
+    xa, ta = make_foreign_regions(x[:half], images, g)
+    xb, tb = make_defects(x[half:], g, 0.7)
+    return torch.cat([xa, xb]), torch.cat([ta, tb])
+
+
+def context_loss(net, x_in, target, amp_ctx):
+    """Focal loss (few pixels are foreign) plus a soft Dice term (large regions must be filled)."""
+    with amp_ctx:
+        logits = net(x_in)
+    logits = logits.float()
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pt = torch.where(target > 0.5, prob, 1 - prob)
+    focal = ((1 - pt) ** 2 * bce).mean() * 10.0
+    dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+    return focal + dice
 
 
 def loss_terms(net, x_clean, x_in, target, p, amp_ctx):
@@ -124,42 +156,47 @@ def _arch_for(p) -> dict:
     return {**M.DEFAULT_ARCH, "channels": p["channels"], **p["arch"]}
 
 
-def _opt_state_tensors(opt) -> tuple[dict, dict]:
+def _opt_state_tensors(opt, prefix: str = "opt") -> tuple[dict, dict]:
     sd = opt.state_dict()
     tensors, meta = {}, {"param_groups": sd["param_groups"], "state_keys": {}}
     for pid, st in sd["state"].items():
         keys = []
         for k, v in st.items():
             t = v if torch.is_tensor(v) else torch.tensor(v)
-            tensors[f"opt.{pid}.{k}"] = t
+            tensors[f"{prefix}.{pid}.{k}"] = t
             keys.append(k)
         meta["state_keys"][str(pid)] = keys
     return tensors, meta
 
 
-def _opt_load(opt, tensors, meta):
+def _opt_load(opt, tensors, meta, prefix: str = "opt"):
     state = {}
     for pid, keys in meta["state_keys"].items():
-        state[int(pid)] = {k: tensors[f"opt.{pid}.{k}"] for k in keys}
+        state[int(pid)] = {k: tensors[f"{prefix}.{pid}.{k}"] for k in keys}
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p):
+def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p, context=None):
+    """context: (network, optimiser) of the context segmenter, when one trains alongside."""
     from core.inspect.store import save_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     ot, ometa = _opt_state_tensors(opt)
     tensors.update(ot)
+    meta = {"step": step, "elapsed": elapsed, "optimizer": ometa,
+            "params": {k: v for k, v in p.items() if k not in ("resume",)}}
+    if context is not None:
+        tensors.update({f"context.{k}": v for k, v in context[0].state_dict().items()})
+        ct, meta["context_optimizer"] = _opt_state_tensors(context[1], "context_opt")
+        tensors.update(ct)
     tensors["rng.sampler"] = g.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     save_tensors(folder / "checkpoint.safetensors", tensors)
-    meta = {"step": step, "elapsed": elapsed, "optimizer": ometa,
-            "params": {k: v for k, v in p.items() if k not in ("resume",)}}
     (folder / "checkpoint.json").write_text(json.dumps(meta, default=str))
 
 
-def load_checkpoint(folder: Path, net, opt, g, p):
+def load_checkpoint(folder: Path, net, opt, g, p, context=None):
     from safetensors.torch import load_file
 
     meta_path, data_path = folder / "checkpoint.json", folder / "checkpoint.safetensors"
@@ -169,9 +206,14 @@ def load_checkpoint(folder: Path, net, opt, g, p):
     keep = ("image_size", "channels", "patch", "arch", "baseline", "seed", "normalise")
     if any(meta["params"].get(k) != p.get(k) for k in keep if k in meta["params"]):
         return 0, 0.0  # a checkpoint of another configuration: start afresh
+    if (context is not None) != ("context_optimizer" in meta):
+        return 0, 0.0  # with vs without the context segmenter: also another configuration
     tensors = load_file(str(data_path))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     _opt_load(opt, tensors, meta["optimizer"])
+    if context is not None:
+        context[0].load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
+        _opt_load(context[1], tensors, meta["context_optimizer"], "context_opt")
     g.set_state(tensors["rng.sampler"])
     torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"]), float(meta["elapsed"])
@@ -179,7 +221,7 @@ def load_checkpoint(folder: Path, net, opt, g, p):
 
 @torch.inference_mode()
 def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
-                        n_labelled: int) -> float:
+                        n_labelled: int, context=None) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
     images: the position statistics (64 images), the encoder over every training image, the
     Gaussians' sums and the maps of the held-out ones (feature statistics), the held-out and
@@ -202,7 +244,12 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
 
     full = per_image(net)
     maps = (min(64, images.shape[0]) if positions else 0) + n_hold + n_labelled
-    seconds = full * (maps + (n_hold if features else 0))
+    combined = n_hold if (features or context is not None) else 0  # measuring the maps' spreads
+    seconds = full * (maps + combined)
+    if context is not None:
+        context.eval()
+        seconds += per_image(context) * (n_hold + n_labelled + combined)
+        context.train()
     if features:
         seconds += per_image(net.stage_features) * images.shape[0]
         # Accumulating the Gaussians' sums (float64, per region) costs about as much again on a CPU.
@@ -283,9 +330,16 @@ def run(params: dict, ctx) -> dict:
     arch = _arch_for(p)
     net = M.build(arch).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
+    context = None  # (network, optimiser) of the context segmenter
+    if p["context"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae":
+        cnet = M.ContextSegmenter({"channels": prep["channels"]}).to(dev)
+        if size % cnet.multiple:
+            raise AppError(f"Image size {size} does not suit the context map.", "Use a multiple of 16.")
+        context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])))
+    context_size = max(2, CONTEXT_PIXELS // (size * size))
     out = Path(p["out"])
     ckpt_dir = out / "checkpoint"
-    start_step, prev_elapsed = (load_checkpoint(ckpt_dir, net, opt, g, p) if p["resume"] else (0, 0.0))
+    start_step, prev_elapsed = (load_checkpoint(ckpt_dir, net, opt, g, p, context) if p["resume"] else (0, 0.0))
     sampler = PatchSampler(train_imgs, p["patch"], prep["flips"], prep["rot90"], g)
     batch = int(p["batch"])
     patches_per_image = max(1, (size // p["patch"]) ** 2)
@@ -299,17 +353,21 @@ def run(params: dict, ctx) -> dict:
     if timed:
         # The budget is the job's: reading the images so far, and the work after the loop, come out of it.
         after = _after_loop_seconds(net, train_imgs, dev, amp, fits_positions, fits_features,
-                                    len(hold_idx), len(ds.test) if ds.layout == "plain" else 0)
+                                    len(hold_idx), len(ds.test) if ds.layout == "plain" else 0,
+                                    context[0] if context else None)
         budget = max(0.0, budget - (time.monotonic() - job_start) - after)
         ctx.log(f"training for {budget:.0f} s of the {float(p['time_budget']):.0f} s budget; "
                 f"about {after:.0f} s are kept for fitting the statistics and calibrating")
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
+    context_scaler = torch.amp.GradScaler("cuda") if scaler is not None else None
 
     t0 = time.monotonic() - prev_elapsed
     last_ckpt = last_preview = time.monotonic()
     preview_model = getattr(ctx, "preview_model", None)  # the GUI's live reconstructions
     step, loss_avg, parts = start_step, None, {}
     net.train()
+    if context:
+        context[0].train()
     with devices.oom_guard("Training"):
         while True:
             elapsed = time.monotonic() - t0
@@ -320,8 +378,9 @@ def run(params: dict, ctx) -> dict:
             ctx.check_cancelled()
             frac = max(step / total_steps if total_steps else 0.0,
                        (elapsed / budget if budget > 0 else 1.0) if timed else 0.0)
-            for group in opt.param_groups:  # cosine decay over the run (steps or wall clock)
-                group["lr"] = float(p["lr"]) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            lr = float(p["lr"]) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            for group in opt.param_groups + (context[1].param_groups if context else []):
+                group["lr"] = lr  # cosine decay over the run (steps or wall clock)
             clean = sampler.sample(batch)
             if p["baseline"]:
                 x_in, target = clean, torch.zeros(clean.shape[0], 1, *clean.shape[-2:])
@@ -330,6 +389,12 @@ def run(params: dict, ctx) -> dict:
             clean, x_in, target = clean.to(dev), x_in.to(dev), target.to(dev)
             loss, parts = loss_terms(net, clean, x_in, target, p, amp)
             optimise(loss, opt, scaler)
+            if context:  # one step of the context segmenter per VAE step: about half the time each
+                cx, ctarget = context_batch(train_imgs, context_size, prep["flips"], prep["rot90"], g)
+                closs = context_loss(context[0], cx.to(dev), ctarget.to(dev), amp)
+                optimise(closs, context[1], context_scaler)
+                parts["context"] = closs.item()
+                loss = loss + closs.detach()
             step += 1
             lv = float(loss.item())
             if not math.isfinite(lv):
@@ -344,7 +409,7 @@ def run(params: dict, ctx) -> dict:
             ctx.progress(step, shown_total, f"loss {loss_avg:.4f} · {rate * batch:.0f} patches/s · ETA {eta:.0f}s",
                          preview={"loss": loss_avg, "eta": round(eta)})
             if p["checkpoint_every_s"] and time.monotonic() - last_ckpt >= float(p["checkpoint_every_s"]):
-                save_checkpoint(ckpt_dir, net, opt, g, step, elapsed, p)
+                save_checkpoint(ckpt_dir, net, opt, g, step, elapsed, p, context)
                 last_ckpt = time.monotonic()
             if preview_model is not None and time.monotonic() - last_preview >= PREVIEW_EVERY_S:
                 preview_model(net)
@@ -354,6 +419,8 @@ def run(params: dict, ctx) -> dict:
     if preview_model is not None:
         preview_model(net)
     net.eval()
+    if context:
+        context[0].eval()
 
     from core.inspect.score import Inspector, calibrate
 
@@ -373,7 +440,10 @@ def run(params: dict, ctx) -> dict:
                      "data_fingerprint": D.fingerprint(good_paths), "data": str(ds.root)},
         "sensitivity": float(p["sensitivity"]),
     }
-    insp = Inspector(net, config, dev)
+    if context:
+        config["context"] = {"arch": context[0].arch, "batch": context_size,
+                             "tensors": "context.* in model.safetensors"}
+    insp = Inspector(net, config, dev, context=context[0] if context else None)
     if fits_positions:
         ctx.progress(step, step, "measuring the map on good images")
         sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))[:64]
@@ -383,7 +453,9 @@ def run(params: dict, ctx) -> dict:
     if fits_features:
         ctx.progress(step, step, "modelling the encoder's features of good images")
         ctx.check_cancelled()
-        insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]))
+        insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]))  # and the maps' combination
+    elif context:
+        insp.fit_combination(hold_imgs)
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
     hold_scores = insp.score_tensor(hold_imgs)[0]
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
