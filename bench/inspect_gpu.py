@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         # Train.
         net.train()
         context.train()
-        batches = [make_defects(sampler.sample(args.batch), g) + context_batch(imgs, context_size, True, False, g)
+        batches = [make_defects(sampler.sample(args.batch), g) + context_batch(sampler, context_size, g)
                    for _ in range(min(args.steps, 8))]
         sync()
         t0 = time.monotonic()

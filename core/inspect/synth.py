@@ -14,14 +14,16 @@ import torch.nn.functional as F
 from core.inspect.model import blur
 
 
-def _blob_mask(n, size, g):
-    """Perlin-like blobs: low-resolution noise, smoothly upsampled, thresholded at a random level."""
-    masks = torch.zeros(n, 1, size, size)
+def _blob_mask(n, size, g, width=None, grid=(2, 9), cover=(0.01, 0.12)):
+    """Perlin-like blobs: low-resolution noise (a grid of `grid` cells, drawn in that range),
+    smoothly upsampled to size x width, thresholded so a fraction `cover` (drawn) is inside."""
+    width = width or size
+    masks = torch.zeros(n, 1, size, width)
     for i in range(n):
-        res = int(torch.randint(2, 9, (1,), generator=g))
+        res = int(torch.randint(*grid, (1,), generator=g))
         noise = torch.rand(1, 1, res + 1, res + 1, generator=g)
-        up = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=True)
-        frac = float(torch.empty(1).uniform_(0.01, 0.12, generator=g))
+        up = F.interpolate(noise, size=(size, width), mode="bicubic", align_corners=True)
+        frac = float(torch.empty(1).uniform_(*cover, generator=g))
         thr = torch.quantile(up.flatten(), 1 - frac)
         masks[i] = (up > thr).float()[0]
     return masks
@@ -138,14 +140,7 @@ def _edge_band_mask(n, height, width, g):
 
 def _large_blob_mask(n, height, width, g):
     """One or a few large smooth regions covering 10-45 % of the image."""
-    masks = torch.zeros(n, 1, height, width)
-    for i in range(n):
-        res = int(torch.randint(2, 5, (1,), generator=g))
-        noise = torch.rand(1, 1, res + 1, res + 1, generator=g)
-        up = F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=True)
-        frac = float(torch.empty(1).uniform_(0.10, 0.45, generator=g))
-        masks[i] = (up > torch.quantile(up.flatten(), 1 - frac)).float()[0]
-    return masks
+    return _blob_mask(n, height, g, width, grid=(2, 5), cover=(0.10, 0.45))
 
 
 def make_foreign_regions(x: torch.Tensor, pool: torch.Tensor, g: torch.Generator, p_region: float = 0.65):

@@ -95,31 +95,35 @@ class PatchSampler:
         return out
 
 
-def context_batch(images: torch.Tensor, n: int, flips: bool, rot90: bool, g: torch.Generator):
-    """Whole good images, half with foreign regions and half with the small synthetic defects the
-    VAE trains on (so the context map also answers for those), and their target masks."""
-    idx = torch.randint(0, images.shape[0], (n,), generator=g).tolist()
-    x = images[idx].clone()
-    if flips:
-        fh = torch.rand(n, generator=g) < 0.5
-        x[fh] = x[fh].flip(-1)
-    if rot90:
-        x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=g)), dims=(-2, -1))
+def context_batch(whole: PatchSampler, n: int, g: torch.Generator):
+    """Whole good images (from a sampler whose patch is the whole image), half with foreign regions
+    and half with the small synthetic defects the VAE trains on (so the context map also answers
+    for those), and their target masks. Each image is first rolled by a few pixels: a small
+    misalignment (and the seam it leaves at an edge) is part of a good surface, not a foreign band."""
+    x = whole.sample(n)
+    reach = max(1, x.shape[-1] // 16)
+    for i in range(n):
+        dy, dx = torch.randint(-reach, reach + 1, (2,), generator=g).tolist()
+        x[i] = torch.roll(x[i], (dy, dx), dims=(-2, -1))
     half = (n + 1) // 2
-    xa, ta = make_foreign_regions(x[:half], images, g)
+    xa, ta = make_foreign_regions(x[:half], whole.images, g)
     xb, tb = make_defects(x[half:], g, 0.7)
     return torch.cat([xa, xb]), torch.cat([ta, tb])
+
+
+def _focal(logits, target):
+    """Focal loss: most pixels are easy background; the few defect pixels must count."""
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pt = torch.where(target > 0.5, prob, 1 - prob)
+    return ((1 - pt) ** 2 * bce).mean() * 10.0, prob
 
 
 def context_loss(net, x_in, target, amp_ctx):
     """Focal loss (few pixels are foreign) plus a soft Dice term (large regions must be filled)."""
     with amp_ctx:
         logits = net(x_in)
-    logits = logits.float()
-    prob = torch.sigmoid(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    pt = torch.where(target > 0.5, prob, 1 - prob)
-    focal = ((1 - pt) ** 2 * bce).mean() * 10.0
+    focal, prob = _focal(logits.float(), target)
     dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
     return focal + dice
 
@@ -138,12 +142,7 @@ def loss_terms(net, x_clean, x_in, target, p, amp_ctx):
     total = rec + p["ssim_weight"] * ssim + p["beta"] * kl
     parts = {"rec": rec.item(), "ssim": ssim.item(), "kl": kl.item()}
     if seg is not None:
-        seg = seg.float()
-        prob = torch.sigmoid(seg)
-        # Focal loss: most pixels are easy background; the few defect pixels must count.
-        bce = F.binary_cross_entropy_with_logits(seg, target, reduction="none")
-        pt = torch.where(target > 0.5, prob, 1 - prob)
-        focal = ((1 - pt) ** 2 * bce).mean() * 10.0
+        focal, _ = _focal(seg.float(), target)
         total = total + p["seg_weight"] * focal
         parts["seg"] = focal.item()
     return total, parts
@@ -177,7 +176,7 @@ def _opt_load(opt, tensors, meta, prefix: str = "opt"):
 
 
 def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p, context=None):
-    """context: (network, optimiser) of the context segmenter, when one trains alongside."""
+    """context: (network, optimiser, generator) of the context segmenter, when one trains alongside."""
     from core.inspect.store import save_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,6 +189,7 @@ def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p, context=None):
         tensors.update({f"context.{k}": v for k, v in context[0].state_dict().items()})
         ct, meta["context_optimizer"] = _opt_state_tensors(context[1], "context_opt")
         tensors.update(ct)
+        tensors["rng.context"] = context[2].get_state()
     tensors["rng.sampler"] = g.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     save_tensors(folder / "checkpoint.safetensors", tensors)
@@ -214,6 +214,7 @@ def load_checkpoint(folder: Path, net, opt, g, p, context=None):
     if context is not None:
         context[0].load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
         _opt_load(context[1], tensors, meta["context_optimizer"], "context_opt")
+        context[2].set_state(tensors["rng.context"])
     g.set_state(tensors["rng.sampler"])
     torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"]), float(meta["elapsed"])
@@ -330,17 +331,20 @@ def run(params: dict, ctx) -> dict:
     arch = _arch_for(p)
     net = M.build(arch).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
-    context = None  # (network, optimiser) of the context segmenter
+    context = None  # (network, optimiser, generator) of the context segmenter
     if p["context"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae":
         cnet = M.ContextSegmenter({"channels": prep["channels"]}).to(dev)
         if size % cnet.multiple:
             raise AppError(f"Image size {size} does not suit the context map.", "Use a multiple of 16.")
-        context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])))
+        # Its own random stream: the VAE trains on the same patches with or without it.
+        context_g = torch.Generator().manual_seed(int(p["seed"]) + 2)
+        context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])), context_g)
     context_size = max(2, CONTEXT_PIXELS // (size * size))
     out = Path(p["out"])
     ckpt_dir = out / "checkpoint"
     start_step, prev_elapsed = (load_checkpoint(ckpt_dir, net, opt, g, p, context) if p["resume"] else (0, 0.0))
     sampler = PatchSampler(train_imgs, p["patch"], prep["flips"], prep["rot90"], g)
+    whole_images = PatchSampler(train_imgs, size, prep["flips"], prep["rot90"], context[2]) if context else None
     batch = int(p["batch"])
     patches_per_image = max(1, (size // p["patch"]) ** 2)
     steps_per_epoch = max(1, math.ceil(len(train_idx) * patches_per_image / batch))
@@ -390,7 +394,7 @@ def run(params: dict, ctx) -> dict:
             loss, parts = loss_terms(net, clean, x_in, target, p, amp)
             optimise(loss, opt, scaler)
             if context:  # one step of the context segmenter per VAE step: about half the time each
-                cx, ctarget = context_batch(train_imgs, context_size, prep["flips"], prep["rot90"], g)
+                cx, ctarget = context_batch(whole_images, context_size, context[2])
                 closs = context_loss(context[0], cx.to(dev), ctarget.to(dev), amp)
                 optimise(closs, context[1], context_scaler)
                 parts["context"] = closs.item()
