@@ -194,6 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["ours", "baseline"],
                     help="train one of the two (a rerun after a change to ours; the ratios need both)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    ap.add_argument("--keep-models", metavar="DIR", help="write the trained model folders here (default: a temporary folder)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the pipeline vs bare-forward inference rates (untrained networks, about a minute)")
     args = ap.parse_args(argv)
@@ -209,12 +210,13 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(results, indent=2))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.keep_models or tmp)
         for name in args.sets:
             root = Path(args.data) / name
             if not root.is_dir():
                 print(f"{root} is absent; skipped", flush=True)
                 continue
-            results[name] = run_set(name, root, args.budget, args.seed, Path(tmp),
+            results[name] = run_set(name, root, args.budget, args.seed, workdir,
                                     (args.only,) if args.only else ("ours", "baseline"))
     print()
     print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} "

@@ -327,6 +327,9 @@ def test_blur_equals_the_reflect_padded_convolution(shape, sigma):
 def test_calibration_and_sensitivity():
     cal = calibrate([1.0, 1.1, 0.9, 1.0])
     assert cal["method"] == "good_holdout" and cal["threshold"] > 1.1
+    # Three held-out images that agree say little about the next good part: the bound widens.
+    few, many = calibrate([1.0, 1.1, 0.9]), calibrate([1.0, 1.1, 0.9] * 30)
+    assert few["threshold"] > 1.0 + 20 * 0.1 and 1.0 + 3 * 0.08 < many["threshold"] < 1.0 + 3.3 * 0.09
     assert normalised([cal["threshold"]], cal)[0] == pytest.approx(0.5)
     assert effective_threshold(cal, 0.9) < cal["threshold"] < effective_threshold(cal, 0.1)
     f1 = calibrate([1.0, 1.1, 0.9], [3.0, 2.0, 0.95], [1, 1, 1])

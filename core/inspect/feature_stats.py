@@ -4,7 +4,7 @@ After training, the inspector's own VAE encoder (no pretrained network) describe
 the good training images by its stage features; one Gaussian per region of a cells x cells grid
 models them (PaDiM's idea). The log of the Mahalanobis distance of a new image's features is a
 second anomaly map, which the inspector adds to its segmentation map (each centred and scaled by
-its median and interquartile range on held-out good images; see score.Inspector).
+its median and upper tail on held-out good images; see score.Inspector.fit_combination).
 Why: on magnetic_tile the segmentation map alone misses large low-contrast "uneven" areas that the
 feature statistics see; the sum lifted pixel AUROC 0.60 -> 0.67 there and cost nothing on deeppcb
 (figures in bench/README.md). A random subset of the channels keeps the Gaussians small (2.6 MB at

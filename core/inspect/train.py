@@ -61,7 +61,8 @@ DEFAULTS = {
 
 
 PREVIEW_EVERY_S = 3.0  # how often a watching GUI gets reconstructions from the live network
-CONTEXT_PIXELS = 2**18  # pixels per context-segmenter batch: about one VAE step's time (2 cores)
+CONTEXT_PIXELS = 2**16  # pixels per context-segmenter batch at its own (shrunk) resolution
+CONTEXT_MIN_BATCH = 8    # fewer whole images make batch norm's statistics too noisy
 
 
 def _stack(arrays):
@@ -120,9 +121,13 @@ def _focal(logits, target):
 
 
 def context_loss(net, x_in, target, amp_ctx):
-    """Focal loss (few pixels are foreign) plus a soft Dice term (large regions must be filled)."""
+    """Focal loss (few pixels are foreign) plus a soft Dice term (large regions must be filled),
+    at the network's own resolution."""
     with amp_ctx:
-        logits = net(x_in)
+        logits = net(x_in, full=False)
+    scale = net.arch["scale"]
+    if scale > 1:
+        target = F.avg_pool2d(target, scale)
     focal, prob = _focal(logits.float(), target)
     dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
     return focal + dice
@@ -333,13 +338,17 @@ def run(params: dict, ctx) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
     context = None  # (network, optimiser, generator) of the context segmenter
     if p["context"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae":
-        cnet = M.ContextSegmenter({"channels": prep["channels"]}).to(dev)
+        # Half resolution where the image allows it (measured on magnetic_tile: the same pixel
+        # AUROC from 4x cheaper steps).
+        scale = 2 if size >= 128 and size % 32 == 0 else 1
+        cnet = M.ContextSegmenter({"channels": prep["channels"], "scale": scale}).to(dev)
         if size % cnet.multiple:
-            raise AppError(f"Image size {size} does not suit the context map.", "Use a multiple of 16.")
+            raise AppError(f"Image size {size} does not suit the context map.",
+                           f"Use a multiple of {cnet.multiple}, or train without it (--no-context).")
         # Its own random stream: the VAE trains on the same patches with or without it.
         context_g = torch.Generator().manual_seed(int(p["seed"]) + 2)
         context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])), context_g)
-    context_size = max(2, CONTEXT_PIXELS // (size * size))
+    context_size = max(CONTEXT_MIN_BATCH, CONTEXT_PIXELS * (context[0].arch["scale"] ** 2 if context else 1) // (size * size))
     out = Path(p["out"])
     ckpt_dir = out / "checkpoint"
     start_step, prev_elapsed = (load_checkpoint(ckpt_dir, net, opt, g, p, context) if p["resume"] else (0, 0.0))
