@@ -189,6 +189,24 @@ def test_older_project_is_upgraded_in_place(tmp_path):
     conn.close()
 
 
+def test_upgrade_gives_command_line_inspectors_the_apps_model_kind(tmp_path):
+    path = tmp_path / "cli.lienzo"
+    conn = sqlite3.connect(path)
+    from sqlite_utils import Database
+
+    db = Database(conn)
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    MIGRATIONS.apply(db, stop_before="m003_one_kind_for_image_inspectors")
+    for kind in ("inspector-image", "inspector-table", "inspector"):
+        db.execute("INSERT INTO models (kind, name, path, files_sha256, config, created_at) "
+                   "VALUES (?, ?, '/m', '{}', '{}', 0)", [kind, kind])
+    conn.commit()
+    conn.close()
+    with Project.open(path) as project:
+        assert sorted((m["name"], m["kind"]) for m in project.list_models()) == [
+            ("inspector", "inspector"), ("inspector-image", "inspector"), ("inspector-table", "inspector-table")]
+
+
 def test_a_failing_upgrade_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "old.lienzo"
     conn = sqlite3.connect(path)

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--sensitivity", type=float, default=0.5, help="0..1, higher flags more parts")
     t.add_argument("--baseline", action="store_true", help="train the textbook VAE instead (for comparison)")
     t.add_argument("--no-context", action="store_true",
-                   help="without the whole-image context map (about twice the VAE steps in a time budget)")
+                   help="without the whole-image context map (10-40 %% more VAE steps in a time budget)")
     t.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run")
     common(t)
 
@@ -150,8 +150,15 @@ def _expand(paths) -> list[Path]:
     return out
 
 
-def _register(project, kind, folder, config) -> int:
-    return project.register_model(kind, Path(folder).name, str(Path(folder).resolve()),
+def _kind(config: dict) -> str:
+    """The project's model kind, the same the app lists (session.MODEL_KIND / TABLE_MODEL_KIND)."""
+    from core.inspect import session
+
+    return session.TABLE_MODEL_KIND if config.get("task") == "table" else session.MODEL_KIND
+
+
+def _register(project, folder, config) -> int:
+    return project.register_model(_kind(config), Path(folder).name, str(Path(folder).resolve()),
                                   files_sha256=config.get("files_sha256", {}), config=config)
 
 
@@ -166,7 +173,7 @@ def _model_id(project, folder) -> int | None:
         if m.get("path") == resolved:
             return m["id"]
     config = store.read_config(folder)
-    return _register(project, "inspector-" + config.get("task", "image"), folder, config)
+    return _register(project, folder, config)
 
 
 def _operator_threshold(project, folder, sensitivity) -> float | None:
@@ -306,7 +313,7 @@ def _train(args, project) -> int:
     res = dict(handle.result)
     config = res.pop("config")
     if project is not None:
-        res["model_id"] = _register(project, "inspector-image", args.out, config)
+        res["model_id"] = _register(project, args.out, config)
         res["run_id"] = handle.run_id
     res["skipped"] = [{"path": p, "reason": r} for p, r in res["skipped"]]
     for s in res["skipped"]:
@@ -391,7 +398,7 @@ def _train_table(args, project) -> int:
     if project is not None:
         from core.inspect import store
 
-        res["model_id"] = _register(project, "inspector-table", args.out, store.read_config(args.out))
+        res["model_id"] = _register(project, args.out, store.read_config(args.out))
         res["run_id"] = handle.run_id
     for w in res["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

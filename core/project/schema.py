@@ -248,6 +248,13 @@ def m002_search(db: Database) -> None:
     """)
 
 
+@_step
+def m003_one_kind_for_image_inspectors(db: Database) -> None:
+    # The command line registered image inspectors as "inspector-image" while the app lists
+    # "inspector": models trained or used from the command line were missing from the app.
+    db.execute("UPDATE models SET kind = 'inspector' WHERE kind = 'inspector-image'")
+
+
 SCHEMA_VERSION = len(_STEPS)
 MIGRATION_NAMES = tuple(_STEPS)
 
