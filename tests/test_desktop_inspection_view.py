@@ -226,6 +226,10 @@ def test_threshold_slider_updates_counts_without_the_model(qtbot, opened, prepar
     page = opened.show_step("threshold")
     bar = page.bar
     inspect = opened.inspect
+    cal = st.model["config"]["calibration"]
+    assert f"{cal['threshold']:.4g} was set at training" in page.explain.text()
+    assert cal["method"] == "good_holdout"  # it says which bound: it widens for few held-out images
+    assert f"{cal['n_good']} held-out good images (their mean + {cal['sd_multiple']:.3g} standard" in page.explain.text()
     for pos in (50, 300, 600, 900):
         bar.slider.setValue(pos)
         thr = bar.to_value(pos)

@@ -1050,7 +1050,8 @@ class ThresholdPage(QWidget):
         self.confirm_button.setEnabled(self.alarms.count() > 0 and not st.project.read_only)
         cal = st.model["config"]["calibration"] if st.model else {}
         if cal:
-            how = ("from held-out good images (mean + 3 standard deviations)" if cal.get("method") == "good_holdout"
+            how = (f"from {cal.get('n_good', 'the')} held-out good images (their mean + "
+                   f"{cal.get('sd_multiple', 3.0):.3g} standard deviations)" if cal.get("method") == "good_holdout"
                    else "where F1 is best on the labelled images")
             self.explain.setText(f"The calibrated threshold {cal['threshold']:.4g} was set at training {how}.")
 
