@@ -52,8 +52,8 @@ def calibrate(good_scores, defect_scores=(), defect_labels=()) -> dict:
             f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
             best = int(np.argmax(f1))
             thr, method = float(thrs[best]) - 1e-9, "f1_optimal"
-    return {"threshold": float(thr), "scale": float(sd), "good_mean": mean, "good_sd": float(sd), "sd_multiple": k,
-            "method": method, "n_good": int(good.size), "n_labelled": int(labels.size)}
+    return {"threshold": float(thr), "scale": float(sd), "good_mean": mean, "good_sd": float(sd),
+            "sd_multiple": k, "method": method, "n_good": int(good.size), "n_labelled": int(labels.size)}
 
 
 def normalised(scores, calibration: dict, sensitivity: float = 0.5):
