@@ -224,11 +224,15 @@ def test_trained_inspector_sums_its_three_maps_on_their_held_out_scales(trained,
     out = trained[0]
     cfg = json.loads((out / "config.json").read_text())
     features = cfg["map"]["features"]
-    assert features["cells"] == FS.CELLS and features["channels"] == FS.CHANNELS
+    # 64 px images: a 16 x 16 feature grid, as finely divided as the few training images allow
+    assert features["cells"] == FS.cells_for(16, features["images"], FS.CHANNELS)
+    assert features["channels"] == FS.CHANNELS
+    assert cfg["context"]["steps_per_step"] == 2
     spreads = cfg["map"]["combine"]
     assert set(spreads) == {"own", "features", "context"} and all(s[1] > 0 for s in spreads.values())
     _, tensors = store.load_model(out)
-    assert tensors["features.precision"].shape == (FS.CELLS ** 2, FS.CHANNELS, FS.CHANNELS)
+    cells = features["cells"]
+    assert tensors["features.precision"].shape == (cells ** 2, FS.CHANNELS, FS.CHANNELS)
     assert any(k.startswith("context.") for k in tensors)
     full = Inspector.load(out, "cpu")
     paths = sorted((subset / "test" / "crack").iterdir())
@@ -250,7 +254,7 @@ def test_trained_inspector_sums_its_three_maps_on_their_held_out_scales(trained,
                     + (fmap[k] - spreads["features"][0]) / spreads["features"][1]
                     + (cmap[k] - spreads["context"][0]) / spreads["context"][1])
         assert torch.allclose(torch.from_numpy(maps[str(p)]), expected, atol=1e-4)
-    assert full.features.mean.shape == (FS.CELLS ** 2, FS.CHANNELS)
+    assert full.features.mean.shape == (cells ** 2, FS.CHANNELS)
 
 
 def test_models_from_before_the_context_map_still_load_and_score(trained, subset, tmp_path):

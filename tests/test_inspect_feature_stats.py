@@ -88,3 +88,17 @@ def test_picked_stage_features_equal_the_picked_channels_of_all(size):
         gauss = FS.FeatureGaussians.fit([reference], picked, cells=4)
         assert torch.allclose(gauss.distance(net(x, features=True, channels=picked)[4], picked=True),
                               gauss.distance(reference), atol=1e-4)
+
+
+@pytest.mark.parametrize("grid, images, channels, expected", [
+    (32, 686, 100, 32),   # magnetic_tile at 128 px: one Gaussian per position
+    (64, 900, 100, 32),   # deeppcb at 256 px: capped at CELLS, 2 x 2 positions each
+    (48, 686, 100, 24),   # 192 px: the largest divisor of the grid, so regions stay equal
+    (32, 50, 100, 8),     # few images: regions of 4 x 4 positions (800 samples each)
+    (16, 12, 100, 2),     # a handful: 8 x 8 positions each
+    (4, 1, 100, 1),       # one image: a single region over the whole grid
+])
+def test_regions_are_as_fine_as_the_samples_allow(grid, images, channels, expected):
+    cells = FS.cells_for(grid, images, channels)
+    assert cells == expected and grid % cells == 0
+    assert cells == 1 or (grid // cells) ** 2 * images >= FS.MIN_SAMPLES_PER_CHANNEL * channels

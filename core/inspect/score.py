@@ -210,10 +210,12 @@ class Inspector:
 
         self.features = None
         self.config["map"].pop("features", None)
-        cells = cells or FS.CELLS
-
         picked = FS.pick_channels(sum(self.net.stage_widths()), channels or FS.CHANNELS, seed)
         split = self.net.split_channels(picked, self.device)
+        if not cells:
+            with devices.autocast(self.device):
+                grid = self.net.stage_features(train[:1].to(self.device), split).shape[-1]
+            cells = FS.cells_for(grid, train.shape[0], picked.numel())
 
         def batches():  # forward passes in small batches; sums over groups of FIT_GROUP images
             group, size = [], 0
