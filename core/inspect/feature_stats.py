@@ -7,8 +7,9 @@ second anomaly map, which the inspector adds to its segmentation map (each centr
 its median and upper tail on held-out good images; see score.Inspector.fit_combination).
 Why: on magnetic_tile the segmentation map alone misses large low-contrast "uneven" areas that the
 feature statistics see; the sum lifted pixel AUROC 0.60 -> 0.67 there and cost nothing on deeppcb
-(figures in bench/README.md). A random subset of the channels keeps the Gaussians small (41 MB at
-most, 32 x 32 regions of 100 channels) and their cost a few percent of the network's.
+(figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB at
+most (32 x 32 regions of 100 channels); on a 2-core CPU at 128 px their distances and the context
+map together cost about half the VAE's forward pass.
 """
 
 from __future__ import annotations
