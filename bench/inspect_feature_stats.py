@@ -1,14 +1,14 @@
 """The feature-statistics map alone, at other grids and with every channel, beside a model's own map.
 
-Post hoc, on a model folder made by `lienzo inspect train`: the encoder's stage outputs (at 1/4 of
+Post hoc, on a model folder made by `lienzo inspect train`: an encoder's stage outputs (at 1/4 of
 the input size, concatenated) of the good training images are modelled by one Gaussian per
-region of a cells x cells grid (PaDiM's idea, with the inspector's own VAE encoder instead of a
-pretrained network); a test position's anomaly is the Mahalanobis distance of its features. Prints
-image and pixel AUROC of the model's own map (which since 2026-11-26 adds an 8 x 8, 100-channel
-version of this map to the segmentation map: core/inspect/feature_stats.py) and of the feature map
-alone for each grid with all channels, and what those Gaussians would weigh.
+region of a cells x cells grid (PaDiM's idea, with an encoder the inspector trained instead of a
+pretrained network: the context segmenter's, or with --source vae the VAE's); a test position's
+anomaly is the Mahalanobis distance of its features. Prints image and pixel AUROC of the model's
+whole map (which holds 100-channel versions of both: core/inspect/feature_stats.py) and of
+the feature map alone for each grid with all channels, and what those Gaussians would weigh.
 
-    .venv/bin/python bench/inspect_feature_stats.py MODEL DATA [--cells 8 16 32]
+    .venv/bin/python bench/inspect_feature_stats.py MODEL DATA [--cells 8 16 32] [--source vae]
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("data")
     ap.add_argument("--cells", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--source", choices=["context", "vae"], default="context",
+                    help="whose features: the context segmenter's (where the model has one) or the VAE's")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     insp = Inspector.load(args.model, "cpu")
@@ -66,8 +68,9 @@ def main(argv=None) -> int:
         print(f"{name:34s} image AUROC {_auroc(labels, scores):.3f}   pixel AUROC "
               + ("  n/a" if pix is None else f"{pix:.3f}"), flush=True)
 
-    report("the model's own map", insp.score_tensor(x_test, keep_maps=True)[1])
-    batches = lambda x: torch.cat([insp.net.stage_features(x[i:i + 32]) for i in range(0, len(x), 32)])  # noqa: E731
+    report("the model's whole map", insp.score_tensor(x_test, keep_maps=True)[1])
+    net = insp.context if args.source == "context" and insp.context is not None else insp.net
+    batches = lambda x: torch.cat([net.stage_features(x[i:i + 32]) for i in range(0, len(x), 32)])  # noqa: E731
     t0 = time.monotonic()
     f_good, f_test = batches(x_good), batches(x_test)
     print(f"features: {f_good.shape[1]} per position on a {f_good.shape[2]}x{f_good.shape[3]} grid "

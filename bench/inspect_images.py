@@ -60,19 +60,25 @@ def _train(params):
 
 def bare_forward_rate(insp, x, repeats=1, vae_only=False):
     """Images/s of the model's own computation (same batches, same device, inference mode): the
-    network, with feature statistics its stage features and their Mahalanobis distances, and the
-    context segmenter. The pipeline adds resizing, blurring, normalising, combining and the image
-    score to this. vae_only: the VAE's forward pass alone, for the cost of the other two."""
+    network, the context segmenter, and with feature statistics the stage features (of both) and
+    their Mahalanobis distances. The pipeline adds resizing, blurring, normalising, combining and
+    the image score to this. vae_only: the VAE's forward pass alone, for the cost of the others."""
     net, dev = insp.net, insp.device
     gauss = None if vae_only else insp.features
     context = None if vae_only else insp.context
+    context_gauss = None if vae_only else insp.context_features
 
     def forward(xb):
         if gauss is None:
             out = net(xb)
         else:
             out = gauss.distance(net(xb, features=True, channels=insp.feature_channels())[4], picked=True)
-        return out if context is None else (out, context(xb))
+        if context is None:
+            return out
+        if context_gauss is None:
+            return out, context(xb)
+        logits, feats = context(xb, features=True, channels=insp.feature_channels(context_gauss, context))
+        return out, logits, context_gauss.distance(feats, picked=True)
 
     with torch.inference_mode():
         forward(x[: insp.batch].to(dev))  # warm-up

@@ -95,12 +95,14 @@ def test_reloaded_model_scores_exactly_as_after_training(trained, subset):
     from core.inspect.feature_stats import FeatureGaussians
 
     net = M.build(cfg["arch"])
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features.", "context."))})
+    net.load_state_dict({k: v for k, v in tensors.items()
+                         if not k.startswith(("stats.", "features.", "context.", "context_features."))})
     stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
     gauss = FeatureGaussians.from_tensors(tensors, cfg["map"]["features"]["cells"])
+    context_gauss = FeatureGaussians.from_tensors(tensors, cfg["map"]["context_features"]["cells"], "context_features.")
     context = M.ContextSegmenter(cfg["context"]["arch"])
     context.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
-    mem = Inspector(net, cfg, torch.device("cpu"), stats, gauss, context)
+    mem = Inspector(net, cfg, torch.device("cpu"), stats, gauss, context, context_gauss)
     paths = sorted((subset / "test" / "crack").iterdir())
     rows_a, _, _ = mem.inspect_paths(paths)
     rows_b, _, _ = Inspector.load(out, "cpu").inspect_paths(paths)
@@ -216,7 +218,7 @@ def _changed(src: Path, dst: Path, fn):
     return dst
 
 
-def test_trained_inspector_sums_its_three_maps_on_their_held_out_scales(trained, subset):
+def test_trained_inspector_sums_its_four_maps_on_their_held_out_scales(trained, subset):
     from core.inspect import data as D
     from core.inspect import feature_stats as FS
     from core.inspect import model as M
@@ -227,21 +229,27 @@ def test_trained_inspector_sums_its_three_maps_on_their_held_out_scales(trained,
     # 64 px images: a 16 x 16 feature grid, as finely divided as the few training images allow
     assert features["cells"] == FS.cells_for(16, features["images"], FS.CHANNELS)
     assert features["channels"] == FS.CHANNELS
+    # and the context segmenter's encoder features, with their own pick of channels
+    assert cfg["map"]["context_features"]["cells"] == features["cells"]
     assert cfg["context"]["steps_per_step"] == 2
     spreads = cfg["map"]["combine"]
-    assert set(spreads) == {"own", "features", "context"} and all(s[1] > 0 for s in spreads.values())
+    assert set(spreads) == {"own", "features", "context", "context_features"}
+    assert all(s[1] > 0 for s in spreads.values())
     _, tensors = store.load_model(out)
     cells = features["cells"]
     assert tensors["features.precision"].shape == (cells ** 2, FS.CHANNELS, FS.CHANNELS)
+    assert tensors["context_features.precision"].shape == (cells ** 2, FS.CHANNELS, FS.CHANNELS)
+    assert not torch.equal(tensors["features.channels"], tensors["context_features.channels"])
     assert any(k.startswith("context.") for k in tensors)
     full = Inspector.load(out, "cpu")
     paths = sorted((subset / "test" / "crack").iterdir())
     rows, maps, _ = full.inspect_paths(paths, keep_maps=True)
     # the same network without the other maps: the own map alone (how the oldest models score)
-    own_cfg = {**cfg, "map": {k: v for k, v in cfg["map"].items() if k not in ("features", "combine")}}
+    own_cfg = {**cfg, "map": {k: v for k, v in cfg["map"].items() if k not in ("features", "context_features", "combine")}}
     own_cfg.pop("context")
     net = M.build(cfg["arch"])
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("stats.", "features.", "context."))})
+    net.load_state_dict({k: v for k, v in tensors.items()
+                         if not k.startswith(("stats.", "features.", "context.", "context_features."))})
     stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
     own_only = Inspector(net, own_cfg, torch.device("cpu"), stats)
     _, own_maps, _ = own_only.inspect_paths(paths, keep_maps=True)
@@ -249,12 +257,46 @@ def test_trained_inspector_sums_its_three_maps_on_their_held_out_scales(trained,
     with torch.inference_mode():
         fmap = full._feature_map(net.eval().stage_features(x), x.shape[-2:])
         cmap = M.blur(torch.sigmoid(full.context(x)), cfg["map"]["sigma"])[:, 0]
+        cfmap = full._feature_map(full.context.stage_features(x), x.shape[-2:], gaussians=full.context_features)
     for k, p in enumerate(paths):
         expected = ((torch.from_numpy(own_maps[str(p)]) - spreads["own"][0]) / spreads["own"][1]
                     + (fmap[k] - spreads["features"][0]) / spreads["features"][1]
-                    + (cmap[k] - spreads["context"][0]) / spreads["context"][1])
+                    + (cmap[k] - spreads["context"][0]) / spreads["context"][1]
+                    + (cfmap[k] - spreads["context_features"][0]) / spreads["context_features"][1])
         assert torch.allclose(torch.from_numpy(maps[str(p)]), expected, atol=1e-4)
     assert full.features.mean.shape == (cells ** 2, FS.CHANNELS)
+
+
+def test_models_from_before_the_context_features_still_load_and_score(trained, subset, tmp_path):
+    """Three maps (own, VAE features, context): the same map less the fourth term."""
+    from core.inspect import data as D
+
+    out = trained[0]
+    cfg, tensors = store.load_model(out)
+    cfg["map"].pop("context_features")
+    cf = cfg["map"]["combine"].pop("context_features")
+    for key in ("files_sha256", "library_versions"):
+        cfg.pop(key, None)
+    store.save_model(tmp_path / "three", {k: v for k, v in tensors.items() if not k.startswith("context_features.")}, cfg)
+    three = Inspector.load(tmp_path / "three", "cpu")
+    assert three.context is not None and three.context_features is None
+    paths = sorted((subset / "test" / "crack").iterdir())
+    _, three_maps, _ = three.inspect_paths(paths, keep_maps=True)
+    new = Inspector.load(out, "cpu")
+    _, new_maps, _ = new.inspect_paths(paths, keep_maps=True)
+    x = torch.from_numpy(np.stack(D.load_batch(paths, cfg["preprocess"])[0]))
+    with torch.inference_mode():
+        term = (new._feature_map(new.context.stage_features(x), x.shape[-2:], gaussians=new.context_features)
+                - cf[0]) / cf[1]
+    for k, p in enumerate(paths):
+        assert torch.allclose(torch.from_numpy(three_maps[str(p)]), torch.from_numpy(new_maps[str(p)]) - term[k], atol=1e-4)
+    # context features without the context segmenter they describe: an inconsistent folder
+    cfg["map"]["context_features"] = {"cells": 1}
+    cfg["map"]["combine"]["context_features"] = cf
+    cfg.pop("context")
+    store.save_model(tmp_path / "broken", {k: v for k, v in tensors.items() if not k.startswith("context.")}, cfg)
+    with pytest.raises(AppError, match="do not fit"):
+        Inspector.load(tmp_path / "broken", "cpu")
 
 
 def test_models_from_before_the_context_map_still_load_and_score(trained, subset, tmp_path):
@@ -264,9 +306,11 @@ def test_models_from_before_the_context_map_still_load_and_score(trained, subset
     combine = cfg["map"].pop("combine")
     cfg["map"]["features"]["combine"] = {"own": combine["own"], "features": combine["features"]}
     cfg.pop("context")
+    cfg["map"].pop("context_features")
     for key in ("files_sha256", "library_versions"):
         cfg.pop(key, None)
-    store.save_model(tmp_path / "old", {k: v for k, v in tensors.items() if not k.startswith("context.")}, cfg)
+    store.save_model(tmp_path / "old", {k: v for k, v in tensors.items()
+                                        if not k.startswith(("context.", "context_features."))}, cfg)
     old = Inspector.load(tmp_path / "old", "cpu")
     assert old.context is None
     paths = sorted((subset / "test" / "crack").iterdir())
@@ -279,7 +323,10 @@ def test_models_from_before_the_context_map_still_load_and_score(trained, subset
     x = torch.from_numpy(np.stack(D.load_batch(paths, cfg["preprocess"])[0]))
     with torch.inference_mode():
         term = (M.blur(torch.sigmoid(new.context(x)), cfg["map"]["sigma"])[:, 0] - combine["context"][0]) / combine["context"][1]
-    for k, p in enumerate(paths):  # the same map less the context term
+        cf = combine["context_features"]
+        term += (new._feature_map(new.context.stage_features(x), x.shape[-2:], gaussians=new.context_features)
+                 - cf[0]) / cf[1]
+    for k, p in enumerate(paths):  # the same map less the context segmenter's two terms
         assert torch.allclose(torch.from_numpy(old_maps[str(p)]), torch.from_numpy(new_maps[str(p)]) - term[k], atol=1e-4)
 
 
@@ -449,7 +496,7 @@ def test_feature_statistics_comparison_runs_on_a_trained_model(trained, subset):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if "AUROC" in line]
-    assert len(lines) == 3 and "own map" in lines[0] and "4x4 cells" in lines[2]
+    assert len(lines) == 3 and "whole map" in lines[0] and "4x4 cells" in lines[2]
 
 
 def test_device_choice_and_oom_guard():

@@ -90,6 +90,29 @@ def test_picked_stage_features_equal_the_picked_channels_of_all(size):
                               gauss.distance(reference), atol=1e-4)
 
 
+@pytest.mark.parametrize("scale, size", [(1, 64), (2, 128)])
+def test_context_segmenter_features_come_with_its_map_from_one_pass(scale, size):
+    """The context segmenter's stages 1-3 on a grid of a quarter of the image, picked channels the
+    same as picking from all, and its logits unchanged when the features come along."""
+    import torch.nn.functional as F
+
+    from core.inspect import model as M
+
+    torch.manual_seed(0)
+    net = M.ContextSegmenter({"channels": 1, "scale": scale}).eval()
+    x = torch.randn(2, 1, size, size)
+    with torch.inference_mode():
+        skips, _ = net._encode(F.avg_pool2d(x, scale) if scale > 1 else x)
+        grid = (size // 4, size // 4)
+        reference = torch.cat([F.adaptive_avg_pool2d(skips[i], grid) for i in (1, 2, 3)], 1)
+        assert net.stage_widths() == [32, 64, 128] and reference.shape[1] == 224
+        picked = FS.pick_channels(reference.shape[1], 100, seed=3)
+        assert torch.allclose(net.stage_features(x), reference, atol=1e-6)
+        logits, feats = net(x, features=True, channels=net.split_channels(picked))
+        assert torch.allclose(feats, reference[:, picked], atol=1e-6)
+        assert torch.equal(logits, net(x)) and logits.shape == (2, 1, size, size)
+
+
 @pytest.mark.parametrize("grid, images, channels, expected", [
     (32, 686, 100, 32),   # magnetic_tile at 128 px: one Gaussian per position
     (64, 900, 100, 32),   # deeppcb at 256 px: capped at CELLS, 2 x 2 positions each

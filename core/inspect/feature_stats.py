@@ -1,14 +1,14 @@
 """Feature statistics: how unusual a position's encoder features are for its region of the image.
 
-After training, the inspector's own VAE encoder (no pretrained network) describes every position of
-the good training images by its stage features; one Gaussian per region of a cells x cells grid
-models them (PaDiM's idea). The log of the Mahalanobis distance of a new image's features is a
-second anomaly map, which the inspector adds to its segmentation map (each centred and scaled by
-its median and upper tail on held-out good images; see score.Inspector.fit_combination).
+After training, the encoders the inspector trained itself (no pretrained network) describe every
+position of the good training images by their stage features: the VAE's, and the context
+segmenter's (model.ContextSegmenter; models since 2026-11-27). One Gaussian per region of a
+cells x cells grid models each (PaDiM's idea). The log of the Mahalanobis distance of a new image's
+features is another anomaly map, which the inspector adds to its other maps (each centred and
+scaled by its median and upper tail on held-out good images; see score.Inspector.fit_combination).
 Why: on magnetic_tile the segmentation map alone misses large low-contrast "uneven" areas that the
-feature statistics see; the sum lifted pixel AUROC 0.60 -> 0.67 there and cost nothing on deeppcb
-(figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB at
-most (32 x 32 regions of 100 channels); on a 2-core CPU at 128 px their distances and the context
+feature statistics see (figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB at
+most per encoder (32 x 32 regions of 100 channels); on a 2-core CPU at 128 px their distances and the context
 map together cost about half the VAE's forward pass.
 """
 

@@ -96,7 +96,7 @@ class Inspector:
     """A trained image model ready to score. Build with Inspector.load(folder) or from training."""
 
     def __init__(self, net, config: dict, device=None, stats: dict | None = None, features=None,
-                 context=None):
+                 context=None, context_features=None):
         self.net = net.eval()
         self.config = config
         self.device = device or torch.device("cpu")
@@ -108,7 +108,9 @@ class Inspector:
         self.features = features.to(self.device) if features is not None else None
         # The whole-image segmenter of foreign regions (model.ContextSegmenter), or None.
         self.context = context.to(self.device).eval() if context is not None else None
-        self._split = (None, None)  # (the Gaussians, their channels split by encoder stage): feature_channels()
+        # Gaussians of the context segmenter's encoder features per region, or None.
+        self.context_features = context_features.to(self.device) if context_features is not None else None
+        self._splits = {}  # Gaussians' id -> (the Gaussians, their channels split by stage): feature_channels()
 
     @classmethod
     def load(cls, folder, device: str = "auto") -> "Inspector":
@@ -119,25 +121,31 @@ class Inspector:
         dev = devices.choose_device(device)
         net = M.build(config["arch"])
         stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
-        features = context = None
-        feature_config = config["map"].get("features")
+        features = context = context_features = None
         try:
-            if feature_config:
-                from core.inspect.feature_stats import FeatureGaussians
+            from core.inspect.feature_stats import FeatureGaussians
 
-                features = FeatureGaussians.from_tensors(tensors, feature_config["cells"])
+            if config["map"].get("features"):
+                features = FeatureGaussians.from_tensors(tensors, config["map"]["features"]["cells"])
+            if config["map"].get("context_features"):
+                context_features = FeatureGaussians.from_tensors(
+                    tensors, config["map"]["context_features"]["cells"], "context_features.")
             if config.get("context"):
                 context = M.ContextSegmenter(config["context"]["arch"])
                 context.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
-            parts = {"own"} | ({"features"} if features is not None else set()) | ({"context"} if context else set())
+            parts = ({"own"} | ({"features"} if features is not None else set()) | ({"context"} if context else set())
+                     | ({"context_features"} if context_features is not None else set()))
             if len(parts) > 1 and not parts <= set(_combination(config) or {}):
                 raise KeyError("combine")
-            tensors = {k: v for k, v in tensors.items() if not k.startswith(("stats.", "features.", "context."))}
+            if context_features is not None and context is None:
+                raise KeyError("context")
+            tensors = {k: v for k, v in tensors.items()
+                       if not k.startswith(("stats.", "features.", "context.", "context_features."))}
             net.load_state_dict(tensors)
         except (RuntimeError, KeyError) as exc:
             raise AppError(f"The weights in '{folder}' do not fit the architecture in config.json.",
                            "The folder is inconsistent; retrain or copy it again.") from exc
-        insp = cls(net.to(dev), config, dev, stats or None, features, context)
+        insp = cls(net.to(dev), config, dev, stats or None, features, context, context_features)
         insp.folder = Path(folder)
         return insp
 
@@ -162,14 +170,20 @@ class Inspector:
 
     def _map_parts(self, x: torch.Tensor) -> dict:
         """The maps that make up the anomaly map: "own" (the VAE's, normalised per position),
-        "features" (feature_stats) and "context" (the context segmenter), those the model has."""
+        "features" (feature_stats of the VAE encoder), "context" (the context segmenter) and
+        "context_features" (feature_stats of its encoder), those the model has."""
         mode = self.config["map"]["mode"]
         with devices.autocast(self.device):
             if self.features is not None:
                 recon, _, _, seg, feats = self.net(x, features=True, channels=self.feature_channels())
             else:
                 recon, _, _, seg = self.net(x)
-            context = self.context(x) if self.context is not None else None
+            context = context_feats = None
+            if self.context is not None and self.context_features is not None:
+                context, context_feats = self.context(
+                    x, features=True, channels=self.feature_channels(self.context_features, self.context))
+            elif self.context is not None:
+                context = self.context(x)
         if mode == "seg":
             amap = torch.sigmoid(seg.float())
         else:
@@ -186,42 +200,61 @@ class Inspector:
             parts["features"] = self._feature_map(feats, amap.shape[-2:], picked=True)
         if context is not None:
             parts["context"] = M.blur(torch.sigmoid(context.float()), float(self.config["map"].get("sigma", 0)))[:, 0]
+        if context_feats is not None:
+            parts["context_features"] = self._feature_map(context_feats, amap.shape[-2:], picked=True,
+                                                          gaussians=self.context_features)
         return parts
 
-    def feature_channels(self) -> list:
-        """The feature channels split by encoder stage, on the device; worked out once per fit."""
-        if self._split[0] is not self.features:
-            self._split = (self.features, self.net.split_channels(self.features.channels, self.device))
-        return self._split[1]
+    def feature_channels(self, gaussians=None, net=None) -> list:
+        """The Gaussians' channels (the VAE's by default) split by the network's stages, on the
+        device; worked out once per fit, so scoring never waits on data-dependent shapes."""
+        gaussians, net = (gaussians or self.features), (net or self.net)
+        cached = self._splits.get(id(gaussians))
+        if cached is None or cached[0] is not gaussians:
+            cached = self._splits[id(gaussians)] = (gaussians, net.split_channels(gaussians.channels, self.device))
+        return cached[1]
 
-    def _feature_map(self, feats, size, picked: bool = False) -> torch.Tensor:
+    def _feature_map(self, feats, size, picked: bool = False, gaussians=None) -> torch.Tensor:
         # The log tames the distances' long tail on good images (rare layouts on circuit boards),
         # which otherwise set the held-out threshold so high that few defects were caught.
-        d = torch.log(self.features.distance(feats.float(), picked) + 1e-3)
+        d = torch.log((gaussians or self.features).distance(feats.float(), picked) + 1e-3)
         d = F.interpolate(d[:, None], size=tuple(size), mode="bilinear", align_corners=False)
         return M.blur(d, 2.0)[:, 0]
 
     @torch.inference_mode()
     def fit_feature_stats(self, train: torch.Tensor, hold: torch.Tensor, cells: int | None = None,
                           channels: int | None = None, seed: int = 0) -> None:
-        """Gaussians of the encoder's features over the good training images, then the spread of
-        both maps on the held-out good images, which puts them on one scale (see feature_stats)."""
+        """Gaussians of the VAE encoder's features over the good training images, and of the
+        context segmenter's encoder features where the model has one; then the spread of all maps
+        on the held-out good images, which puts them on one scale (see feature_stats)."""
+        self.features = self.context_features = None
+        self.config["map"].pop("features", None)
+        self.config["map"].pop("context_features", None)
+        self.features, self.config["map"]["features"] = self._fit_gaussians(
+            self.net, train, cells, channels, seed, "features.")
+        if self.context is not None:
+            # Trained to tell a foreign surface from good, its features describe a tile better
+            # than the VAE's; the VAE's keep the circuit boards' pixel figures (bench/README.md).
+            self.context_features, self.config["map"]["context_features"] = self._fit_gaussians(
+                self.context, train, cells, channels, seed + 1, "context_features.")
+        self.fit_combination(hold)
+
+    def _fit_gaussians(self, net, train, cells, channels, seed, prefix):
+        """(FeatureGaussians of `net`'s stage features over `train`, their config entry)."""
         from core.inspect import feature_stats as FS
 
-        self.features = None
-        self.config["map"].pop("features", None)
-        picked = FS.pick_channels(sum(self.net.stage_widths()), channels or FS.CHANNELS, seed)
-        split = self.net.split_channels(picked, self.device)
+        picked = FS.pick_channels(sum(net.stage_widths()), channels or FS.CHANNELS, seed)
+        split = net.split_channels(picked, self.device)
         if not cells:
             with devices.autocast(self.device):
-                grid = self.net.stage_features(train[:1].to(self.device), split).shape[-1]
+                grid = net.stage_features(train[:1].to(self.device), split).shape[-1]
             cells = FS.cells_for(grid, train.shape[0], picked.numel())
 
         def batches():  # forward passes in small batches; sums over groups of FIT_GROUP images
             group, size = [], 0
             for i in range(0, train.shape[0], self.batch):
                 with devices.autocast(self.device):
-                    feats = self.net.stage_features(train[i:i + self.batch].to(self.device), split)
+                    feats = net.stage_features(train[i:i + self.batch].to(self.device), split)
                 group.append(feats.float())  # outside autocast: the sums are accumulated in float64
                 size += feats.shape[0]
                 if size >= FIT_GROUP:
@@ -230,11 +263,9 @@ class Inspector:
             if group:
                 yield torch.cat(group)
 
-        self.features = FS.FeatureGaussians.fit(batches(), picked, cells, picked=True)
-        self.config["map"]["features"] = {
-            "cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
-            "tensors": ["features.mean", "features.precision", "features.channels"]}
-        self.fit_combination(hold)
+        gaussians = FS.FeatureGaussians.fit(batches(), picked, cells, picked=True)
+        return gaussians, {"cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
+                           "tensors": [prefix + "mean", prefix + "precision", prefix + "channels"]}
 
     @torch.inference_mode()
     def fit_combination(self, hold: torch.Tensor) -> None:
@@ -265,8 +296,9 @@ class Inspector:
         """Per-position mean/sd of the map over good images (smoothed, with a floor). Fit these before
         the feature statistics: their combination is measured on the normalised map."""
         self.stats = None
-        self.features = None
+        self.features = self.context_features = None
         self.config["map"].pop("features", None)
+        self.config["map"].pop("context_features", None)
         context, self.context = self.context, None  # the statistics are of the VAE's own map
         try:
             _, maps = self.score_tensor(x, keep_maps=True)
@@ -285,6 +317,8 @@ class Inspector:
             out.update({f"stats.{k}": v.cpu() for k, v in self.stats.items()})
         if self.features is not None:
             out.update(self.features.tensors())
+        if self.context_features is not None:
+            out.update(self.context_features.tensors("context_features."))
         if self.context is not None:
             out.update({f"context.{k}": v.cpu() for k, v in self.context.state_dict().items()})
         return out

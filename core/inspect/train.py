@@ -2,9 +2,10 @@
 
 Patches of good images (at a fixed scale) are corrupted with synthetic defects; the VAE learns to
 redraw the good surface and its head to point at what changed. After training, the map is
-normalised per position on good images and joined by a map of how unusual the encoder's features
-are (feature_stats) and by the map of a whole-image segmenter trained alongside on foreign regions
-(model.ContextSegmenter); the threshold is calibrated on held-out good images. Progress reports loss and ETA; the
+normalised per position on good images and joined by maps of how unusual the encoder's features
+are (feature_stats), of a whole-image segmenter trained alongside on foreign regions
+(model.ContextSegmenter), and of how unusual that segmenter's encoder features are; the threshold
+is calibrated on held-out good images. Progress reports loss and ETA; the
 job stops at cancel, at the end of its epochs, or early enough that the whole job (reading, training,
 fitting the statistics, calibrating) ends within its wall-clock budget; checkpoints
 (safetensors + json) let an interrupted run resume. Same seed, same data -> same weights (CPU).
@@ -52,7 +53,7 @@ DEFAULTS = {
     "baseline": False,     # textbook VAE (MSE + KL, max-pixel score) for comparisons
     "map_sigma": 2.0,
     "position_stats": True,   # normalise the map per position by good-image statistics
-    "feature_stats": True,    # add a map of how unusual the encoder's features are (feature_stats)
+    "feature_stats": True,    # add a map of how unusual the features are (feature_stats)
     "context": True,          # add a whole-image segmenter of foreign regions (model.ContextSegmenter)
     "score": "max",
     "checkpoint_every_s": 60.0,
@@ -234,9 +235,9 @@ def load_checkpoint(folder: Path, net, opt, g, p, context=None):
 def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
                         n_labelled: int, context=None) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
-    images: the position statistics (64 images), the encoder over every training image, the
-    Gaussians' sums and the maps of the held-out ones (feature statistics), the held-out and
-    labelled images' scores."""
+    images: the position statistics (64 images), the feature stages over every training image (the
+    VAE encoder's, and the context segmenter's when there is one), the Gaussians' sums and the maps
+    of the held-out ones (feature statistics), the held-out and labelled images' scores."""
     from core.inspect import feature_stats as FS
     from core.inspect.score import FIT_GROUP, inference_batch
 
@@ -260,12 +261,11 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
     if context is not None:
         context.eval()
         seconds += per_image(context) * (n_hold + n_labelled + combined)
-        context.train()
-    if features:
-        seconds += per_image(net.stage_features) * images.shape[0]
+    for source in ([net] + ([context] if context is not None else [])) if features else []:
+        seconds += per_image(source.stage_features) * images.shape[0]
         # Accumulating the Gaussians' sums (float64, per region) costs about as much again on a CPU.
-        picked = FS.pick_channels(sum(net.stage_widths()), FS.CHANNELS, 0)
-        feats = net.stage_features(x, picked).float()
+        picked = FS.pick_channels(sum(source.stage_widths()), FS.CHANNELS, 0)
+        feats = source.stage_features(x, picked).float()
         feats = feats.repeat(-(-FIT_GROUP // feats.shape[0]), 1, 1, 1)[:FIT_GROUP]  # summed a group at a time
         cells = FS.cells_for(feats.shape[-1], images.shape[0], picked.numel())
 
@@ -278,6 +278,8 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
         once, twice = fitting(1), fitting(2)
         seconds += once + max(0.0, twice - once) * images.shape[0] / feats.shape[0]
     net.train(was_training)
+    if context is not None:
+        context.train()
     return 1.15 * seconds + 1.0  # a margin, and a second for writing the model
 
 
@@ -471,7 +473,7 @@ def run(params: dict, ctx) -> dict:
         # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
         config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
     if fits_features:
-        ctx.progress(step, step, "modelling the encoder's features of good images")
+        ctx.progress(step, step, "modelling the features of good images")
         ctx.check_cancelled()
         insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]))  # and the maps' combination
     elif context:
