@@ -56,6 +56,9 @@ class JobHandle:
     result: Any = None
     error: AppError | None = None
     run_id: int | None = None
+    # The latest preview reported, throttled or not: a view that missed the last one (reports
+    # close together at the end of a job) shows it when the job finishes.
+    last_preview: Any = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -114,6 +117,8 @@ class JobContext:
         """Report progress. Throttled to about ten a second; the first and the last always pass."""
         handle = self._handle
         handle.step, handle.total, handle.message = step, total, message
+        if preview is not None:
+            handle.last_preview = preview
         now = time.monotonic()
         # The first and last report always pass, once: a job that keeps reporting step 0 (a
         # stream with no known length) is throttled like any other.

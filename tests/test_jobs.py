@@ -66,6 +66,23 @@ def test_progress_is_throttled_but_first_and_last_pass(runner):
     assert recorder.of(job)[-1][0] == "finished"
 
 
+def test_the_latest_preview_is_kept_when_its_report_is_throttled(runner):
+    recorder = Recorder()
+    runner.add_listener(recorder)
+
+    def ends_in_a_burst(params, ctx):
+        ctx.progress(5, 5, "trained", preview={"n": 1})
+        ctx.progress(5, 5, "fitting", preview={"n": 2})  # the same last step again, at once
+        ctx.progress(5, 5, "calibrating", preview={"n": 3})
+        return None
+
+    job = runner.submit(ends_in_a_burst, kind="test")
+    assert job.wait(10)
+    shown = [e for e in recorder.of(job, "progress")]
+    assert len(shown) == 1  # the runner showed the first of the three
+    assert job.last_preview == {"n": 3}
+
+
 def test_repeated_first_step_reports_are_throttled_too(runner):
     recorder = Recorder()
     runner.add_listener(recorder)

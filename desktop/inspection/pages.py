@@ -540,6 +540,8 @@ class TrainPage(QWidget):
         self.refresh_resume()
 
     def _finished(self, handle) -> None:
+        # The last reconstructions can come in reports the runner throttled away.
+        self._progress(handle, handle.step, handle.total, handle.message, handle.last_preview)
         self._done_ui()
         self.progress.setValue(1)
         r = handle.result
