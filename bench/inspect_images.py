@@ -97,7 +97,8 @@ def pipeline_rate(insp, x, repeats=1):
     return repeats * x.shape[0] / (time.monotonic() - t0)
 
 
-def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=("ours", "baseline")) -> dict:
+def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=("ours", "baseline"),
+            extra: dict | None = None) -> dict:
     from core.inspect import data as D
     from core.inspect.evaluate import evaluate
     from core.inspect.score import Inspector
@@ -106,7 +107,8 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
     for variant in variants:
         s = SETTINGS.get(name, {"image_size": 128, "patch": 64})
         params = {"data": str(root), "out": str(workdir / f"{name}_{variant}"), "time_budget": budget,
-                  "seed": seed, "device": "cpu", "baseline": variant == "baseline", "resume": False, **s}
+                  "seed": seed, "device": "cpu", "baseline": variant == "baseline", "resume": False, **s,
+                  **(extra if variant == "ours" and extra else {})}
         print(f"  training {variant} on {name} for {budget:.0f} s …", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         res = _train(params)
@@ -200,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["ours", "baseline"],
                     help="train one of the two (a rerun after a change to ours; the ratios need both)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    ap.add_argument("--context-features", action="store_true",
+                    help="our inspector with its fourth map (Gaussians of the context segmenter's features)")
     ap.add_argument("--keep-models", metavar="DIR", help="write the trained model folders here (default: a temporary folder)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the pipeline vs bare-forward inference rates (untrained networks, about a minute)")
@@ -223,7 +227,8 @@ def main(argv=None) -> int:
                 print(f"{root} is absent; skipped", flush=True)
                 continue
             results[name] = run_set(name, root, args.budget, args.seed, workdir,
-                                    (args.only,) if args.only else ("ours", "baseline"))
+                                    (args.only,) if args.only else ("ours", "baseline"),
+                                    {"context_features": True} if args.context_features else None)
     print()
     print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} "
           f"{'train img/s':>11s} {'infer img/s':>11s} {'pipe/bare':>9s} {'pipe/vae':>8s}")

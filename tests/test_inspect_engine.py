@@ -70,7 +70,7 @@ def subset(tmp_path_factory, shared_data):
 def trained(subset, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "m"
     ctx = Ctx()
-    res = train.run({"data": str(subset), "out": str(out), "seed": 3, **FAST}, ctx)
+    res = train.run({"data": str(subset), "out": str(out), "seed": 3, "context_features": True, **FAST}, ctx)
     return out, res, ctx
 
 
@@ -114,6 +114,9 @@ def test_same_seed_same_weights(subset, tmp_path):
     a = train.run({"data": str(subset), "out": str(tmp_path / "a"), "seed": 1, **FAST, "steps": 4}, Ctx())
     b = train.run({"data": str(subset), "out": str(tmp_path / "b"), "seed": 1, **FAST, "steps": 4}, Ctx())
     assert a["config"]["files_sha256"] == b["config"]["files_sha256"]
+    # by default three maps: the context segmenter's features are an option (--context-features)
+    assert set(a["config"]["map"]["combine"]) == {"own", "features", "context"}
+    assert "context_features" not in a["config"]["map"]
 
 
 def test_cancel_then_resume_from_checkpoint(subset, tmp_path):
@@ -410,8 +413,9 @@ def test_cli_train_eval_run_with_project(subset, trained, tmp_path):
     proj = tmp_path / "qa.lienzo"
     model = tmp_path / "cli_model"
     r = _cli("train", subset, "--out", model, "--image-size", 64, "--patch", 32, "--steps", 3, "--batch", 4,
-             "--seed", 0, "--device", "cpu", "--json", "--project", proj)
+             "--seed", 0, "--device", "cpu", "--json", "--project", proj, "--context-features")
     assert r.returncode == 0, r.stderr
+    assert json.loads((model / "config.json").read_text())["map"]["context_features"]["channels"] > 0
     out = json.loads(r.stdout)
     assert out["steps"] == 3 and out["model_id"] and "loss" in r.stderr
     r = _cli("eval", trained[0], subset, "--json", "--project", proj)

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--rot90", action="store_true", help="90-degree rotation augmentation")
     t.add_argument("--sensitivity", type=float, default=0.5, help="0..1, higher flags more parts")
     t.add_argument("--baseline", action="store_true", help="train the textbook VAE instead (for comparison)")
+    t.add_argument("--context-features", action="store_true",
+                   help="add a fourth map, Gaussians of the context segmenter's features (better on "
+                        "textured surfaces such as tiles, worse on circuit boards)")
     t.add_argument("--no-context", action="store_true",
                    help="without the whole-image context map (10-40 %% more VAE steps in a time budget)")
     t.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run")
@@ -306,7 +309,8 @@ def _train(args, project) -> int:
               "patch": args.patch, "batch": args.batch, "lr": args.lr, "beta": args.beta, "arch": arch,
               "channels": 3 if args.colour else 1, "normalise": args.normalise, "flips": not args.no_flips,
               "rot90": args.rot90, "sensitivity": args.sensitivity, "baseline": args.baseline,
-              "context": not args.no_context, "resume": not args.no_resume}
+              "context": not args.no_context, "context_features": args.context_features,
+              "resume": not args.no_resume}
     if not 0 <= args.sensitivity <= 1:
         raise AppError(f"Sensitivity {args.sensitivity} is outside 0..1.", "Use a value between 0 and 1.")
     handle = _run_job(train.run, params, "inspect.train", "Train inspector", project)

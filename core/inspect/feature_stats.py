@@ -1,8 +1,8 @@
 """Feature statistics: how unusual a position's encoder features are for its region of the image.
 
 After training, the encoders the inspector trained itself (no pretrained network) describe every
-position of the good training images by their stage features: the VAE's, and the context
-segmenter's (model.ContextSegmenter; models since 2026-11-27). One Gaussian per region of a
+position of the good training images by their stage features: the VAE's, and with the
+context_features option the context segmenter's (model.ContextSegmenter). One Gaussian per region of a
 cells x cells grid models each (PaDiM's idea). The log of the Mahalanobis distance of a new image's
 features is another anomaly map, which the inspector adds to its other maps (each centred and
 scaled by its median and upper tail on held-out good images; see score.Inspector.fit_combination).

@@ -178,9 +178,10 @@ class ContextSegmenter(nn.Module):
     step costs scale² less, so it learns far more in the same training time.
 
     Its encoder's stages (after the first three downsamplings) are also features that
-    core.inspect.feature_stats models per position, beside the VAE encoder's: trained to tell a
-    foreign surface from good, they describe a tile better (magnetic_tile, same trained networks:
-    0.881 vs 0.811 image AUROC as a map alone; bench/README.md).
+    core.inspect.feature_stats can model per position, beside the VAE encoder's (the
+    context_features option): trained to tell a foreign surface from good, they describe a tile
+    better (magnetic_tile, same trained networks: 0.881 vs 0.811 image AUROC as a map alone;
+    bench/README.md).
     """
 
     FEATURE_STAGES = (1, 2, 3)  # indices into self.down

@@ -223,18 +223,20 @@ class Inspector:
 
     @torch.inference_mode()
     def fit_feature_stats(self, train: torch.Tensor, hold: torch.Tensor, cells: int | None = None,
-                          channels: int | None = None, seed: int = 0) -> None:
-        """Gaussians of the VAE encoder's features over the good training images, and of the
-        context segmenter's encoder features where the model has one; then the spread of all maps
-        on the held-out good images, which puts them on one scale (see feature_stats)."""
+                          channels: int | None = None, seed: int = 0, context_features: bool = False) -> None:
+        """Gaussians of the VAE encoder's features over the good training images, and with
+        context_features those of the context segmenter's encoder too (where the model has one);
+        then the spread of all maps on the held-out good images, which puts them on one scale
+        (see feature_stats)."""
         self.features = self.context_features = None
         self.config["map"].pop("features", None)
         self.config["map"].pop("context_features", None)
         self.features, self.config["map"]["features"] = self._fit_gaussians(
             self.net, train, cells, channels, seed, "features.")
-        if self.context is not None:
-            # Trained to tell a foreign surface from good, its features describe a tile better
-            # than the VAE's; the VAE's keep the circuit boards' pixel figures (bench/README.md).
+        if context_features and self.context is not None:
+            # Trained to tell a foreign surface from good, its features describe a tile better than
+            # the VAE's (magnetic_tile +0.03 image AUROC), but on circuit boards this map is at
+            # chance and its false peaks cost up to 0.03 (bench/README.md): an option, off by default.
             self.context_features, self.config["map"]["context_features"] = self._fit_gaussians(
                 self.context, train, cells, channels, seed + 1, "context_features.")
         self.fit_combination(hold)

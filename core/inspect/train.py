@@ -4,7 +4,7 @@ Patches of good images (at a fixed scale) are corrupted with synthetic defects; 
 redraw the good surface and its head to point at what changed. After training, the map is
 normalised per position on good images and joined by maps of how unusual the encoder's features
 are (feature_stats), of a whole-image segmenter trained alongside on foreign regions
-(model.ContextSegmenter), and of how unusual that segmenter's encoder features are; the threshold
+(model.ContextSegmenter), and optionally of how unusual that segmenter's features are; the threshold
 is calibrated on held-out good images. Progress reports loss and ETA; the
 job stops at cancel, at the end of its epochs, or early enough that the whole job (reading, training,
 fitting the statistics, calibrating) ends within its wall-clock budget; checkpoints
@@ -55,6 +55,7 @@ DEFAULTS = {
     "position_stats": True,   # normalise the map per position by good-image statistics
     "feature_stats": True,    # add a map of how unusual the features are (feature_stats)
     "context": True,          # add a whole-image segmenter of foreign regions (model.ContextSegmenter)
+    "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
     "score": "max",
     "checkpoint_every_s": 60.0,
     "resume": True,
@@ -233,10 +234,10 @@ def load_checkpoint(folder: Path, net, opt, g, p, context=None):
 
 @torch.inference_mode()
 def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
-                        n_labelled: int, context=None) -> float:
+                        n_labelled: int, context=None, context_features: bool = False) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
     images: the position statistics (64 images), the feature stages over every training image (the
-    VAE encoder's, and the context segmenter's when there is one), the Gaussians' sums and the maps
+    VAE encoder's, and the context segmenter's with context_features), the Gaussians' sums and the maps
     of the held-out ones (feature statistics), the held-out and labelled images' scores."""
     from core.inspect import feature_stats as FS
     from core.inspect.score import FIT_GROUP, inference_batch
@@ -261,7 +262,7 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
     if context is not None:
         context.eval()
         seconds += per_image(context) * (n_hold + n_labelled + combined)
-    for source in ([net] + ([context] if context is not None else [])) if features else []:
+    for source in ([net] + ([context] if context is not None and context_features else [])) if features else []:
         seconds += per_image(source.stage_features) * images.shape[0]
         # Accumulating the Gaussians' sums (float64, per region) costs about as much again on a CPU.
         picked = FS.pick_channels(sum(source.stage_widths()), FS.CHANNELS, 0)
@@ -374,7 +375,7 @@ def run(params: dict, ctx) -> dict:
         # The budget is the job's: reading the images so far, and the work after the loop, come out of it.
         after = _after_loop_seconds(net, train_imgs, dev, amp, fits_positions, fits_features,
                                     len(hold_idx), len(ds.test) if ds.layout == "plain" else 0,
-                                    context[0] if context else None)
+                                    context[0] if context else None, bool(p["context_features"]))
         budget = max(0.0, budget - (time.monotonic() - job_start) - after)
         ctx.log(f"training for {budget:.0f} s of the {float(p['time_budget']):.0f} s budget; "
                 f"about {after:.0f} s are kept for fitting the statistics and calibrating")
@@ -475,7 +476,8 @@ def run(params: dict, ctx) -> dict:
     if fits_features:
         ctx.progress(step, step, "modelling the features of good images")
         ctx.check_cancelled()
-        insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]))  # and the maps' combination
+        insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]),  # and the maps' combination
+                               context_features=bool(p["context_features"]))
     elif context:
         insp.fit_combination(hold_imgs)
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
