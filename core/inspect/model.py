@@ -90,12 +90,8 @@ class SpatialVAE(nn.Module):
         return split_channels(self.stage_widths(), channels, device)
 
     def stage_features(self, x, channels=None):
-        """(N, C, H, W) -> (N, sum of stage widths, H/4, W/4): what core.inspect.feature_stats models
-        (for models from before 2026-11-27; newer ones model the context segmenter's)."""
-        return _stage_features(self._encoder_with_stages(x)[1], x.shape[-2:], self._split(channels, x.device))
-
-    def _split(self, channels, device):
-        return channels if channels is None or isinstance(channels, list) else self.split_channels(channels, device)
+        """(N, C, H, W) -> (N, sum of stage widths, H/4, W/4): what core.inspect.feature_stats models."""
+        return _stage_features(self._encoder_with_stages(x)[1], x.shape[-2:], channels)
 
     def _posterior(self, h):
         mu, logvar = self.to_stats(h).chunk(2, dim=1)
@@ -119,7 +115,7 @@ class SpatialVAE(nn.Module):
         recon = self.decoder(zlat)
         seg = self.segment(x, recon) if self.seg is not None else None
         if features:
-            return recon, mu, logvar, seg, _stage_features(stages, x.shape[-2:], self._split(channels, x.device))
+            return recon, mu, logvar, seg, _stage_features(stages, x.shape[-2:], channels)
         return recon, mu, logvar, seg
 
 
@@ -137,9 +133,11 @@ def split_channels(widths, channels, device=None) -> list:
 
 
 def _stage_features(stages, image_size, channels=None):
-    """Stage outputs brought to a grid of 1/4 of the image and concatenated; with `channels` (a
-    split_channels answer) only those, picked before resizing, which saves most of the cost when
-    few are wanted."""
+    """Stage outputs brought to a grid of 1/4 of the image and concatenated; with `channels`
+    (sorted indices into that concatenation, or split_channels' answer) only those, picked before
+    resizing, which saves most of the cost when few are wanted."""
+    if channels is not None and not isinstance(channels, list):
+        channels = split_channels([s.shape[1] for s in stages], channels, stages[0].device)
     size = (image_size[0] // 4, image_size[1] // 4)
     parts = []
     for index, s in enumerate(stages):
@@ -220,8 +218,6 @@ class ContextSegmenter(nn.Module):
         return self._features(self._encode(self._shrink(x))[0], x.shape[-2:], channels)
 
     def _features(self, skips, image_size, channels):
-        if channels is not None and not isinstance(channels, list):
-            channels = self.split_channels(channels, skips[0].device)
         return _stage_features([skips[i] for i in self.FEATURE_STAGES if i < len(skips)], image_size, channels)
 
     def _shrink(self, x):

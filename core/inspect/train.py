@@ -262,7 +262,8 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
     if context is not None:
         context.eval()
         seconds += per_image(context) * (n_hold + n_labelled + combined)
-    for source in ([net] + ([context] if context is not None and context_features else [])) if features else []:
+    sources = ([net] + ([context] if context is not None and context_features else [])) if features else []
+    for source in sources:
         seconds += per_image(source.stage_features) * images.shape[0]
         # Accumulating the Gaussians' sums (float64, per region) costs about as much again on a CPU.
         picked = FS.pick_channels(sum(source.stage_widths()), FS.CHANNELS, 0)
