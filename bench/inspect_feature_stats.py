@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from core.inspect import data as D
     from core.inspect import model as M
     from core.inspect.feature_stats import FeatureGaussians
-    from core.inspect.metrics import _auroc, pixel_auroc
+    from core.inspect.metrics import roc_auc, pixel_auroc
     from core.inspect.score import Inspector
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         maps = maps.numpy()
         scores = maps.reshape(len(maps), -1).max(1)
         pix = pixel_auroc(maps, masks) if has_masks else None
-        print(f"{name:34s} image AUROC {_auroc(labels, scores):.3f}   pixel AUROC "
+        print(f"{name:34s} image AUROC {roc_auc(labels, scores):.3f}   pixel AUROC "
               + ("  n/a" if pix is None else f"{pix:.3f}"), flush=True)
 
     report("the model's whole map", insp.score_tensor(x_test, keep_maps=True)[1])

@@ -98,7 +98,7 @@ def pipeline_rate(insp, x, repeats=1):
 
 
 def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=("ours", "baseline"),
-            extra: dict | None = None) -> dict:
+            extra: dict | None = None, choose_maps: bool = False) -> dict:
     from core.inspect import data as D
     from core.inspect.evaluate import evaluate
     from core.inspect.score import Inspector
@@ -141,6 +141,53 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
         }
         print(f"  {variant}: {json.dumps({k: v for k, v in out[variant].items() if k != 'per_defect'})}",
               file=sys.stderr, flush=True)
+        if choose_maps and variant == "ours":
+            out[variant]["labelled_half"] = labelled_half(insp, root, seed)
+    return out
+
+
+def labelled_half(insp, root: Path, seed: int) -> dict:
+    """With a few labelled images: half of each test type (drawn with `seed`) chooses the maps and
+    calibrates the threshold (F1-optimal), the other half measures; all maps calibrated on the same
+    half side by side."""
+    from core.inspect import data as D
+    from core.inspect import mapchoice
+    from core.inspect.evaluate import eval_items, evaluate, load_labelled
+    from core.inspect.score import calibrate
+
+    items = eval_items(D.scan(root))
+    rng = np.random.default_rng(seed)
+    first = set()
+    for label in sorted({i.label for i in items}):
+        idx = [k for k, i in enumerate(items) if i.label == label]
+        rng.shuffle(idx)
+        first.update(idx[: len(idx) // 2])
+    half_a = [items[k] for k in sorted(first)]
+    half_b = [items[k] for k in range(len(items)) if k not in first]
+    x, read, masks, has_masks, _ = load_labelled(insp, half_a)
+    labels = np.array([0 if i.is_good else 1 for i in read])
+    choice = mapchoice.choose_maps(insp, x, labels, masks if has_masks else None)
+    saved = dict(insp.config["calibration"]), insp.config["map"].get("use")
+    out = {"maps": choice["use"], "images_choosing": len(read), "images_measuring": len(half_b)}
+    try:
+        for key, use in (("all_maps", None), ("chosen_maps", choice["use"])):
+            insp.config["map"].pop("use", None)
+            if use:
+                mapchoice.apply_choice(insp, use)
+            scores = insp.score_tensor(x, keep_maps=False)[0].numpy()
+            insp.config["calibration"] = calibrate(scores[labels == 0], scores[labels == 1],
+                                                   [1] * int((labels == 1).sum()))
+            ev = evaluate(insp, root, items=half_b)
+            out[key] = {k: ev[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1", "pass_rate_good",
+                                           "catch_rate_defect")}
+    finally:
+        insp.config["calibration"] = saved[0]
+        insp.config["map"].pop("use", None)
+        if saved[1]:
+            insp.config["map"]["use"] = saved[1]
+    print(f"  labelled half ({len(read)} images choose, {len(half_b)} measure): maps {choice['use']}; "
+          f"all maps {json.dumps(out['all_maps'])}; chosen {json.dumps(out['chosen_maps'])}",
+          file=sys.stderr, flush=True)
     return out
 
 
@@ -204,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
     ap.add_argument("--context-features", action="store_true",
                     help="our inspector with its fourth map (Gaussians of the context segmenter's features)")
+    ap.add_argument("--choose-maps", action="store_true",
+                    help="also: choose our maps and threshold on half of each test type, measure on the other half")
     ap.add_argument("--keep-models", metavar="DIR", help="write the trained model folders here (default: a temporary folder)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the pipeline vs bare-forward inference rates (untrained networks, about a minute)")
@@ -228,7 +277,8 @@ def main(argv=None) -> int:
                 continue
             results[name] = run_set(name, root, args.budget, args.seed, workdir,
                                     (args.only,) if args.only else ("ours", "baseline"),
-                                    {"context_features": True} if args.context_features else None)
+                                    {"context_features": True} if args.context_features else None,
+                                    args.choose_maps)
     print()
     print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} "
           f"{'train img/s':>11s} {'infer img/s':>11s} {'pipe/bare':>9s} {'pipe/vae':>8s}")
@@ -238,6 +288,12 @@ def main(argv=None) -> int:
                   f"{fmt(v['aupro']):>6s} {fmt(v['f1']):>6s} {v['train_images_per_s']:11.2f} "
                   f"{v['infer_images_per_s_pipeline']:11.2f} {v['pipeline_vs_bare']:9.3f} "
                   f"{v['pipeline_vs_vae_only']:8.3f}")
+        half = (r.get("ours") or {}).get("labelled_half")
+        if half:
+            a, c = half["all_maps"], half["chosen_maps"]
+            print(f"{name:14s} labelled half, all maps {fmt(a['image_auroc'])} / {fmt(a['pixel_auroc'])} "
+                  f"F1 {fmt(a['f1'])}; chosen {'+'.join(half['maps'])} {fmt(c['image_auroc'])} / "
+                  f"{fmt(c['pixel_auroc'])} F1 {fmt(c['f1'])}")
         o, b = r.get("ours"), r.get("baseline")
         if o and b and o["image_auroc"] and b["image_auroc"]:
             print(f"{name:14s} ratio ours/baseline image AUROC {o['image_auroc'] / b['image_auroc']:.3f}"

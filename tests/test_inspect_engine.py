@@ -548,6 +548,83 @@ def test_cli_calibrate_sets_f1_threshold_and_keeps_weights_valid(trained, subset
     Inspector.load(copy, "cpu")  # still passes the checksum
 
 
+def _labelled(insp, subset):
+    from core.inspect.evaluate import eval_items, load_labelled
+
+    x, items, masks, has_masks, _ = load_labelled(insp, eval_items(D.scan(subset)))
+    assert has_masks
+    return x, np.array([0 if i.is_good else 1 for i in items]), masks
+
+
+def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
+    from core.inspect import mapchoice
+    from core.inspect.metrics import roc_auc
+
+    insp = Inspector.load(trained[0], "cpu")
+    x, labels, masks = _labelled(insp, subset)
+    choice = mapchoice.choose_maps(insp, x, labels, masks)
+    rows = choice["subsets"]
+    assert len(rows) == 15 and choice["pixels"] and (choice["n_good"], choice["n_defect"]) == (6, 6)
+    assert rows[0]["maps"] == choice["use"] and all(rows[0]["score"] >= r["score"] - 1e-4 for r in rows)
+    combine = insp.config["map"]["combine"]
+    with torch.inference_mode():
+        parts = insp._map_parts(x)
+    scaled = {k: (m - combine[k][0]) / combine[k][1] for k, m in parts.items()}
+    for row in rows:  # each row measures the sum of its maps on their held-out scales
+        total = sum(scaled[k] for k in row["maps"])
+        assert row["image_auroc"] == pytest.approx(roc_auc(labels, total.flatten(1).amax(1).numpy()))
+        assert row["score"] == pytest.approx(row["image_auroc"] + row["pixel_auroc"])
+
+    mapchoice.apply_choice(insp, ["context", "own"])
+    assert insp.maps_in_use() == ["own", "context"]
+    scores, maps = insp.score_tensor(x)
+    assert torch.allclose(maps, scaled["own"] + scaled["context"], atol=1e-5)
+    assert torch.allclose(scores, maps.flatten(1).amax(1))
+    with pytest.raises(AppError, match="Unknown anomaly maps"):
+        mapchoice.apply_choice(insp, ["own", "colour"])
+    insp.fit_combination(x[labels == 0])  # new scales: the old choice no longer holds
+    assert "use" not in insp.config["map"] and len(insp.maps_in_use()) == 4
+
+
+def test_choosing_maps_needs_enough_labelled_images_and_more_than_one_map(trained, subset):
+    from core.inspect import mapchoice
+
+    insp = Inspector.load(trained[0], "cpu")
+    x, labels, masks = _labelled(insp, subset)
+    few = np.r_[np.where(labels == 0)[0][:4], np.where(labels == 1)[0]]
+    with pytest.raises(AppError, match="at least 5 good and 5 defective .* 4 good and 6 defective"):
+        mapchoice.choose_maps(insp, x[few], labels[few], masks[few])
+    choice = mapchoice.choose_maps(insp, x, labels)  # without masks: image AUROC alone
+    assert not choice["pixels"] and all(r["pixel_auroc"] is None for r in choice["subsets"])
+    insp.features = insp.context = insp.context_features = None
+    with pytest.raises(AppError, match="single anomaly map"):
+        mapchoice.choose_maps(insp, x, labels)
+
+
+def test_cli_calibrate_can_choose_the_maps_and_the_model_keeps_them(trained, subset, tmp_path, capsys):
+    from core.inspect.evaluate import evaluate
+    from desktop.launcher import main
+
+    copy = tmp_path / "m"
+    shutil.copytree(trained[0], copy)
+    assert main(["inspect", "calibrate", str(copy), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert cfg["map"]["use"] == out["maps"] == out["subsets"][0]["maps"]
+    insp = Inspector.load(copy, "cpu")
+    ev = evaluate(insp, subset, with_aupro=False)
+    assert ev["maps"] == out["maps"]
+    labels = [0 if i.is_good else 1 for i in ev["_items"]]
+    good = [s for s, y in zip(ev["_scores"], labels) if y == 0]
+    bad = [s for s, y in zip(ev["_scores"], labels) if y == 1]
+    # the threshold is the F1-optimal one on the chosen maps' scores
+    assert out["threshold"] == pytest.approx(calibrate(good, bad, [1] * len(bad))["threshold"])
+    cfg["map"]["use"] = ["own", "colour"]
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AppError, match="do not fit"):
+        Inspector.load(copy, "cpu")
+
+
 def test_colour_rotations_and_skipped_files_are_reported(subset, tmp_path):
     data = tmp_path / "good"
     data.mkdir()

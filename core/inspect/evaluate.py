@@ -21,33 +21,42 @@ def eval_items(ds: D.DataSet):
     return items
 
 
-def evaluate(insp, data, ctx=None, with_aupro: bool = True, limit: int | None = None) -> dict:
-    ds = D.scan(data)
-    items = eval_items(ds)
-    if limit:
-        items = items[:limit]
+def load_labelled(insp, items):
+    """Read labelled items as the model preprocesses them: (x, items read, masks at the model's
+    size, whether any defect has a mask, skipped (path, reason))."""
     size = int(insp.prep["size"])
-    t0 = time.monotonic()
     arrays, _, skipped = D.load_batch([i.path for i in items], insp.prep)
-    t_load = time.monotonic() - t0
     ok = [(a, i) for a, i in zip(arrays, items) if a is not None]
     if not ok:
         raise AppError("None of the images to evaluate could be read.", "Check the data folder.")
     x = torch.from_numpy(np.stack([a for a, _ in ok]))
+    read = [i for _, i in ok]
+    masks = np.stack([D.read_mask(i.mask, (size, size)) for i in read])
+    has_any_mask = any(i.mask is not None for i in read if not i.is_good)
+    return x, read, masks, has_any_mask, skipped
+
+
+def evaluate(insp, data, ctx=None, with_aupro: bool = True, limit: int | None = None, items=None) -> dict:
+    """Metrics of `insp` on the labelled images of `data` (or on `items`, some of them)."""
+    if items is None:
+        items = eval_items(D.scan(data))
+    if limit:
+        items = items[:limit]
+    t0 = time.monotonic()
+    x, read, masks, has_any_mask, skipped = load_labelled(insp, items)
+    t_load = time.monotonic() - t0
     t1 = time.monotonic()
     scores, maps = insp.score_tensor(x, keep_maps=True)
     t_score = time.monotonic() - t1
-    labels = [0 if i.is_good else 1 for _, i in ok]
-    types = [i.label for _, i in ok]
-    masks = np.stack([D.read_mask(i.mask, (size, size)) for _, i in ok])
-    has_any_mask = any(i.mask is not None for _, i in ok if not i.is_good)
+    labels = [0 if i.is_good else 1 for i in read]
+    types = [i.label for i in read]
     thr = __import__("core.inspect.score", fromlist=["effective_threshold"]).effective_threshold(
         insp.calibration, insp.sensitivity)
     res = image_metrics(scores.numpy(), labels, types, thr, maps.numpy() if has_any_mask else None,
                         masks if has_any_mask else None, with_aupro=with_aupro)
-    res.update({"skipped": [{"path": p, "reason": r} for p, r in skipped],
-                "infer_images_per_s": round(len(ok) / max(t_score, 1e-9), 2),
+    res.update({"skipped": [{"path": p, "reason": r} for p, r in skipped], "maps": insp.maps_in_use(),
+                "infer_images_per_s": round(len(read) / max(t_score, 1e-9), 2),
                 "load_seconds": round(t_load, 2), "score_seconds": round(t_score, 2)})
     res["_scores"] = scores.numpy()
-    res["_items"] = [i for _, i in ok]
+    res["_items"] = read
     return res

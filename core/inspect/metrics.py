@@ -8,7 +8,7 @@ import numpy as np
 MAX_PIXELS_FOR_AUROC = 8_000_000
 
 
-def _auroc(y, s):
+def roc_auc(y, s):
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y)
@@ -23,7 +23,7 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray, seed: int = 0):
     if s.size > MAX_PIXELS_FOR_AUROC:
         idx = np.random.default_rng(seed).choice(s.size, MAX_PIXELS_FOR_AUROC, replace=False)
         s, y = s[idx], y[idx]
-    return _auroc(y.astype(np.uint8), s.astype(np.float32))
+    return roc_auc(y.astype(np.uint8), s.astype(np.float32))
 
 
 def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int = 200):
@@ -66,7 +66,7 @@ def image_metrics(scores, labels, types, threshold, maps=None, masks=None, with_
     good, bad = y == 0, y == 1
     out = {
         "n_images": int(y.size), "n_good": int(good.sum()), "n_defect": int(bad.sum()),
-        "image_auroc": _auroc(y, s),
+        "image_auroc": roc_auc(y, s),
         "f1": float(f1_score(y, pred, zero_division=0)) if bad.any() else None,
         "threshold": float(threshold),
         "pass_rate_good": float((pred[good] == 0).mean()) if good.any() else None,
@@ -84,7 +84,7 @@ def image_metrics(scores, labels, types, threshold, maps=None, masks=None, with_
         sel = np.array([tt == t for tt in types])
         sub = sel | good
         entry = {"count": int(sel.sum()), "catch_rate": float((pred[sel] == 1).mean()),
-                 "image_auroc": _auroc(y[sub], s[sub])}
+                 "image_auroc": roc_auc(y[sub], s[sub])}
         if has_masks and masks[sel].any():
             entry["pixel_auroc"] = pixel_auroc(maps[sel], masks[sel])
         per[t] = entry

@@ -139,6 +139,8 @@ class Inspector:
                 raise KeyError("combine")
             if context_features is not None and context is None:
                 raise KeyError("context")
+            if not set(config["map"].get("use") or ()) <= parts:
+                raise KeyError("use")
             tensors = {k: v for k, v in tensors.items()
                        if not k.startswith(("stats.", "features.", "context.", "context_features."))}
             net.load_state_dict(tensors)
@@ -158,32 +160,62 @@ class Inspector:
         return float(self.config.get("sensitivity", 0.5))
 
     # -- the maps --------------------------------------------------------------------------------
+    def maps_in_use(self) -> list[str]:
+        """The maps summed into the anomaly map: all the model has, unless labelled images chose
+        fewer (core.inspect.mapchoice)."""
+        return list(self.config["map"].get("use") or self._available_maps())
+
+    def _available_maps(self) -> list[str]:
+        return [name for name, there in (("own", True), ("features", self.features is not None),
+                                         ("context", self.context is not None),
+                                         ("context_features", self.context_features is not None)) if there]
+
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
-        parts = self._map_parts(x)
-        if len(parts) == 1:
+        use = self.config["map"].get("use")
+        parts = self._map_parts(x, use)
+        if len(parts) == 1 and not use:
             return parts["own"]
         combine = _combination(self.config)
         # Each map centred on its median on held-out good images and scaled so that their 99.9th
         # percentile is 1, then summed (see fit_combination).
         return sum((m - combine[k][0]) / combine[k][1] for k, m in parts.items())
 
-    def _map_parts(self, x: torch.Tensor) -> dict:
+    def _map_parts(self, x: torch.Tensor, names=None) -> dict:
         """The maps that make up the anomaly map: "own" (the VAE's, normalised per position),
         "features" (feature_stats of the VAE encoder), "context" (the context segmenter) and
-        "context_features" (feature_stats of its encoder), those the model has."""
+        "context_features" (feature_stats of its encoder), those the model has; with `names`
+        only those (a network none of them needs is not run)."""
         mode = self.config["map"]["mode"]
+
+        def wanted(name):
+            return names is None or name in names
+
+        feats = context = context_feats = None
         with devices.autocast(self.device):
-            if self.features is not None:
+            if self.features is not None and wanted("features"):
                 recon, _, _, seg, feats = self.net(x, features=True, channels=self.feature_channels())
-            else:
+            elif wanted("own"):
                 recon, _, _, seg = self.net(x)
-            context = context_feats = None
-            if self.context is not None and self.context_features is not None:
+            if self.context_features is not None and wanted("context_features"):
                 context, context_feats = self.context(
                     x, features=True, channels=self.feature_channels(self.context_features, self.context))
-            elif self.context is not None:
+            elif self.context is not None and wanted("context"):
                 context = self.context(x)
+        parts = {}
+        if feats is not None or wanted("own"):
+            parts["own"] = self._own_map(x, recon, seg, mode)
+        if feats is not None:
+            parts["features"] = self._feature_map(feats, x.shape[-2:], picked=True)
+        if context is not None and wanted("context"):
+            parts["context"] = M.blur(torch.sigmoid(context.float()), float(self.config["map"].get("sigma", 0)))[:, 0]
+        if context_feats is not None:
+            parts["context_features"] = self._feature_map(context_feats, x.shape[-2:], picked=True,
+                                                          gaussians=self.context_features)
+        return {k: v for k, v in parts.items() if wanted(k)}
+
+    def _own_map(self, x, recon, seg, mode) -> torch.Tensor:
+        """The VAE's map: its segmentation head (or squared error), smoothed, per-position normalised."""
         if mode == "seg":
             amap = torch.sigmoid(seg.float())
         else:
@@ -195,15 +227,7 @@ class Inspector:
         if self.stats is not None:
             # Where good parts themselves vary (edges, streaks), a high raw value means less.
             amap = (amap - self.stats["mean"]) / self.stats["std"]
-        parts = {"own": amap}
-        if self.features is not None:
-            parts["features"] = self._feature_map(feats, amap.shape[-2:], picked=True)
-        if context is not None:
-            parts["context"] = M.blur(torch.sigmoid(context.float()), float(self.config["map"].get("sigma", 0)))[:, 0]
-        if context_feats is not None:
-            parts["context_features"] = self._feature_map(context_feats, amap.shape[-2:], picked=True,
-                                                          gaussians=self.context_features)
-        return parts
+        return amap
 
     def feature_channels(self, gaussians=None, net=None) -> list:
         """The Gaussians' channels (the VAE's by default) split by the network's stages, on the
@@ -228,6 +252,7 @@ class Inspector:
         context_features those of the context segmenter's encoder too (where the model has one);
         then the spread of all maps on the held-out good images, which puts them on one scale
         (see feature_stats)."""
+        self.config["map"].pop("use", None)  # a choice of maps made on the old scales
         self.features = self.context_features = None
         self.config["map"].pop("features", None)
         self.config["map"].pop("context_features", None)
@@ -277,6 +302,7 @@ class Inspector:
         was blown up by its narrow IQR and its false peaks decided the image scores (deeppcb image
         AUROC 0.660 with IQR vs 0.861 with the tail, magnetic_tile 0.808 vs 0.812; bench/README.md).
         Call after the other fits (a model with one map needs none)."""
+        self.config["map"].pop("use", None)  # a choice of maps made on the old scales
         self.config["map"].pop("combine", None)
         self.config["map"].get("features", {}).pop("combine", None)
         collected: dict = {}
@@ -297,6 +323,7 @@ class Inspector:
     def fit_position_stats(self, x: torch.Tensor) -> None:
         """Per-position mean/sd of the map over good images (smoothed, with a floor). Fit these before
         the feature statistics: their combination is measured on the normalised map."""
+        self.config["map"].pop("use", None)  # a choice of maps made on the old scales
         self.stats = None
         self.features = self.context_features = None
         self.config["map"].pop("features", None)
