@@ -568,7 +568,7 @@ def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
     assert rows[0]["maps"] == choice["use"] and all(rows[0]["score"] >= r["score"] - 1e-4 for r in rows)
     combine = insp.config["map"]["combine"]
     with torch.inference_mode():
-        parts = insp._map_parts(x)
+        parts = insp.map_parts(x)
     scaled = {k: (m - combine[k][0]) / combine[k][1] for k, m in parts.items()}
     for row in rows:  # each row measures the sum of its maps on their held-out scales
         total = sum(scaled[k] for k in row["maps"])

@@ -1,6 +1,6 @@
 """Choosing which of a model's anomaly maps to sum, from images labelled good or defective.
 
-An inspector sums up to four maps (score.Inspector._map_parts), each centred and scaled on held-out
+An inspector sums up to four maps (score.Inspector.map_parts), each centred and scaled on held-out
 good images. Which ones help depends on the product: on magnetic tiles the Gaussians of the context
 segmenter's features rank images best and the VAE's own map adds false peaks; on circuit boards
 the VAE's own map is best and the feature Gaussians are at chance for whole images (bench/README.md).
@@ -20,6 +20,7 @@ import torch
 
 from core.errors import AppError
 from core.inspect.metrics import pixel_auroc, roc_auc
+from core.inspect.score import map_combination
 
 MIN_EACH = 5  # labelled good and defective images a choice needs at least
 PIXELS_PER_IMAGE = 4096  # a regular grid of pixels per image for the pixel AUROC (the maps are smooth)
@@ -35,11 +36,11 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None) 
         raise AppError(f"Choosing the maps needs at least {MIN_EACH} good and {MIN_EACH} defective labelled "
                        f"images; there are {good} good and {bad} defective.",
                        "Label more images, or calibrate the threshold without choosing maps.")
-    names = insp._available_maps()
+    names = insp.available_maps()
     if len(names) < 2:
         raise AppError("This model has a single anomaly map; there is nothing to choose.",
                        "Train it with the feature and context maps (the default) to choose among them.")
-    combine = insp.config["map"]["combine"]
+    combine = map_combination(insp.config)
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
     size = x.shape[-1]
     step = max(1, int(round(size / PIXELS_PER_IMAGE ** 0.5)))
@@ -47,7 +48,7 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None) 
     pixels = {s: [] for s in subsets}
     with torch.inference_mode():
         for i in range(0, x.shape[0], insp.batch):
-            parts = insp._map_parts(x[i:i + insp.batch].to(insp.device))
+            parts = insp.map_parts(x[i:i + insp.batch].to(insp.device))
             scaled = {k: (m.float() - combine[k][0]) / combine[k][1] for k, m in parts.items()}
             for s in subsets:
                 total = sum(scaled[k] for k in s)
@@ -70,7 +71,7 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None) 
 
 def apply_choice(insp, use) -> None:
     """Sum only the maps `use` from now on (the calibration must be redone on the new map)."""
-    names = insp._available_maps()
+    names = insp.available_maps()
     if not use or not set(use) <= set(names):
         raise AppError(f"Unknown anomaly maps {sorted(set(use) - set(names))}; this model has {names}.", "")
     insp.config["map"]["use"] = [n for n in names if n in use]

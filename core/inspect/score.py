@@ -76,7 +76,7 @@ COMBINE_TAIL = 99.9  # percentile of a map on held-out good images that the comb
 FIT_GROUP = 32  # images whose features are summed into the feature Gaussians at once
 
 
-def _combination(config: dict) -> dict | None:
+def map_combination(config: dict) -> dict | None:
     """{map name: [offset, scale] on held-out good images}: the median and the distance from it to
     the 99.9th percentile (models from before 2026-11-27 hold the interquartile range instead, and
     models from before the context segmenter keep theirs with the feature statistics)."""
@@ -135,7 +135,7 @@ class Inspector:
                 context.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
             parts = ({"own"} | ({"features"} if features is not None else set()) | ({"context"} if context else set())
                      | ({"context_features"} if context_features is not None else set()))
-            if len(parts) > 1 and not parts <= set(_combination(config) or {}):
+            if len(parts) > 1 and not parts <= set(map_combination(config) or {}):
                 raise KeyError("combine")
             if context_features is not None and context is None:
                 raise KeyError("context")
@@ -163,9 +163,9 @@ class Inspector:
     def maps_in_use(self) -> list[str]:
         """The maps summed into the anomaly map: all the model has, unless labelled images chose
         fewer (core.inspect.mapchoice)."""
-        return list(self.config["map"].get("use") or self._available_maps())
+        return list(self.config["map"].get("use") or self.available_maps())
 
-    def _available_maps(self) -> list[str]:
+    def available_maps(self) -> list[str]:
         return [name for name, there in (("own", True), ("features", self.features is not None),
                                          ("context", self.context is not None),
                                          ("context_features", self.context_features is not None)) if there]
@@ -173,15 +173,15 @@ class Inspector:
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
         use = self.config["map"].get("use")
-        parts = self._map_parts(x, use)
+        parts = self.map_parts(x, use)
         if len(parts) == 1 and not use:
             return parts["own"]
-        combine = _combination(self.config)
+        combine = map_combination(self.config)
         # Each map centred on its median on held-out good images and scaled so that their 99.9th
         # percentile is 1, then summed (see fit_combination).
         return sum((m - combine[k][0]) / combine[k][1] for k, m in parts.items())
 
-    def _map_parts(self, x: torch.Tensor, names=None) -> dict:
+    def map_parts(self, x: torch.Tensor, names=None) -> dict:
         """The maps that make up the anomaly map: "own" (the VAE's, normalised per position),
         "features" (feature_stats of the VAE encoder), "context" (the context segmenter) and
         "context_features" (feature_stats of its encoder), those the model has; with `names`
@@ -307,7 +307,7 @@ class Inspector:
         self.config["map"].get("features", {}).pop("combine", None)
         collected: dict = {}
         for i in range(0, hold.shape[0], self.batch):
-            for name, m in self._map_parts(hold[i:i + self.batch].to(self.device)).items():
+            for name, m in self.map_parts(hold[i:i + self.batch].to(self.device)).items():
                 collected.setdefault(name, []).append(m.float().cpu())
         if len(collected) < 2:
             return
