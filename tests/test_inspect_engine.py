@@ -494,6 +494,25 @@ def test_settings_sweep_trains_and_evaluates_each_variant(subset, tmp_path):
     assert "Image size 60 is not supported" in results["broken"]["error"]  # reported, not fatal
 
 
+def test_benchmark_chooses_maps_on_one_half_and_measures_on_the_other(trained, subset, monkeypatch):
+    import importlib.util
+
+    from core.inspect import mapchoice
+
+    spec = importlib.util.spec_from_file_location("inspect_images", ROOT / "bench" / "inspect_images.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(mapchoice, "MIN_EACH", 2)  # the subset's halves hold 3 good and 2 defective images
+    insp = Inspector.load(trained[0], "cpu")
+    before = json.dumps(insp.config, sort_keys=True)
+    half = bench.labelled_half(insp, subset, seed=0)
+    assert (half["images_choosing"], half["images_measuring"]) == (5, 7)
+    assert set(half["maps"]) <= set(insp.available_maps())
+    for key in ("all_maps", "chosen_maps"):
+        assert 0 <= half[key]["image_auroc"] <= 1 and half[key]["pixel_auroc"] is not None
+    assert json.dumps(insp.config, sort_keys=True) == before  # the model is left as it was
+
+
 def test_feature_statistics_comparison_runs_on_a_trained_model(trained, subset):
     out, _, _ = trained
     r = subprocess.run([sys.executable, "bench/inspect_feature_stats.py", str(out), str(subset), "--cells", "1", "4"],
