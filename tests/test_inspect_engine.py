@@ -601,6 +601,8 @@ def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
     assert torch.allclose(scores, maps.flatten(1).amax(1))
     with pytest.raises(AppError, match="Unknown anomaly maps"):
         mapchoice.apply_choice(insp, ["own", "colour"])
+    with pytest.raises(AppError, match="No anomaly map was chosen"):
+        mapchoice.apply_choice(insp, [])
     insp.fit_combination(x[labels == 0])  # new scales: the old choice no longer holds
     assert "use" not in insp.config["map"] and len(insp.maps_in_use()) == 4
 

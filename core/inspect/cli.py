@@ -372,10 +372,10 @@ def _run(args, project) -> int:
 
 
 def _calibrate(args, project) -> int:
+    from core.inspect import data as D
     from core.inspect import store
     from core.inspect.evaluate import eval_items, load_labelled
     from core.inspect.score import Inspector, calibrate
-    from core.inspect import data as D
 
     insp = Inspector.load(args.model, args.device)
     x, items, masks, has_masks, skipped = load_labelled(insp, eval_items(D.scan(args.data)))

@@ -72,6 +72,8 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None) 
 def apply_choice(insp, use) -> None:
     """Sum only the maps `use` from now on (the calibration must be redone on the new map)."""
     names = insp.available_maps()
-    if not use or not set(use) <= set(names):
-        raise AppError(f"Unknown anomaly maps {sorted(set(use) - set(names))}; this model has {names}.", "")
+    if not use:
+        raise AppError("No anomaly map was chosen.", f"Choose one or more of {names}.")
+    if not set(use) <= set(names):
+        raise AppError(f"Unknown anomaly maps {sorted(set(use) - set(names))}.", f"This model has {names}.")
     insp.config["map"]["use"] = [n for n in names if n in use]
