@@ -318,15 +318,68 @@ def test_audit_trail_is_a_read_only_table(qtbot, opened, prepared):
     st.commit_threshold()
     st.set_model(None)
     st.set_model(prepared["model_id"])  # choosing a model is recorded
+    # The folder was recalibrated from the command line meanwhile: choosing the model again brings
+    # the new calibration in, and the operator's threshold set on the old scale lapses.
+    from core.inspect import store
+
+    folder = Path(st.model["path"])
+    original = store.read_config(folder)
+    try:
+        store.write_config(folder, {**original, "calibration": {**original["calibration"], "threshold": 0.123}})
+        st.set_model(None)
+        st.set_model(prepared["model_id"])
+        assert st.calibrated == st.threshold == 0.123
+    finally:
+        store.write_config(folder, original)
     page = opened.show_step("audit")
     actions = {page.model.item(r, 2).text() for r in range(page.model.rowCount())}
-    assert {"Training", "Threshold change", "Model registered", "Data set import", "Model change"} <= actions
+    assert {"Training", "Threshold change", "Model registered", "Data set import", "Model change",
+            "Recalibrated"} <= actions
     assert page.table.editTriggers() == QAbstractItemView.NoEditTriggers
     assert all(not page.model.item(r, c).isEditable() for r in range(page.model.rowCount()) for c in range(6))
     row = next(r for r in range(page.model.rowCount()) if page.model.item(r, 2).text() == "Threshold change")
     assert page.model.item(row, 4).text() and page.model.item(row, 5).text()  # old -> new
     page.table.clicked.emit(page.model.index(row, 0))
     assert '"new"' in page.details.toPlainText()
+
+
+def test_calibrate_on_labelled_images_from_the_threshold_page(qtbot, opened, prepared):
+    from PySide6.QtWidgets import QMessageBox
+
+    from core.inspect import session as S
+    from core.inspect import store
+
+    st = opened.state
+    page = opened.show_step("threshold")
+    assert page.calibrate_button.isEnabled()
+    assert page.calibration_source() == {"dataset_id": prepared["dataset_id"], "split": "test"}
+    before = dict(st.model["config"]["calibration"])
+    st.set_threshold(before["threshold"] * 3)  # an operator's threshold on the old calibration
+    # Choosing the maps needs five good and five defective images: a clear message, nothing changed.
+    page.choose_maps.setChecked(True)
+    handle = page.calibrate()
+    assert not page.calibrate_button.isEnabled() and page.calibrate_cancel.isVisible()
+    wait_job(qtbot, handle)
+    boxes = [b for b in page.findChildren(QMessageBox) if b.objectName() == "ErrorBox"]
+    assert handle.status == "failed" and "at least 5 good and 5 defective" in boxes[-1].text()
+    assert st.model["config"]["calibration"] == before and page.calibrate_button.isEnabled()
+    page.choose_maps.setChecked(False)
+    handle = page.calibrate()
+    wait_job(qtbot, handle)
+    assert handle.status == "done", handle.error
+    res = handle.result
+    folder = store.read_config(st.model["path"])
+    assert res["method"] == "f1_optimal" == folder["calibration"]["method"]
+    assert st.calibrated == st.threshold == res["threshold"] == folder["calibration"]["threshold"]
+    assert f"F1 is best there on {res['n_good']} good and {res['n_defect']} defective" in page.calibrate_result.text()
+    assert f"where F1 is best on {res['n_good'] + res['n_defect']} labelled images" in page.explain.text()
+    # F1-optimal on the labelled test items' scores (the same scores the inspection stored)
+    tested = {i["id"] for i in opened.project.dataset_items(prepared["dataset_id"], split="test")}
+    rows = [r for r in st.results if r["meta"]["dataset_item_id"] in tested]
+    scores, labels = [r["score"] for r in rows], [r["label"] for r in rows]
+    best = max(S.threshold_stats(scores, labels, t)["f1"] for t in scores)
+    assert S.threshold_stats(scores, labels, res["threshold"])["f1"] == pytest.approx(best)
+    assert opened.project.audit_log("model.update")[-1]["details"]["new_threshold"] == res["threshold"]
 
 
 def test_tabular_flow(qtbot, opened, shared_data, tmp_path):

@@ -646,6 +646,95 @@ def test_cli_calibrate_can_choose_the_maps_and_the_model_keeps_them(trained, sub
         Inspector.load(copy, "cpu")
 
 
+def test_a_folder_recalibrated_later_reaches_the_project_and_old_operator_thresholds_lapse(
+        trained, subset, tmp_path, capsys):
+    from core.inspect import session
+    from core.project import Project
+    from desktop.launcher import main
+
+    copy, proj = tmp_path / "m", tmp_path / "qa.lienzo"
+    shutil.copytree(trained[0], copy)
+    crack = sorted((subset / "test" / "crack").iterdir())
+    assert main(["inspect", "run", str(copy), *map(str, crack), "--json", "--project", str(proj)]) == 0
+    capsys.readouterr()
+    with Project.open(proj) as p:
+        (model,) = p.list_models(session.MODEL_KIND)
+        session.set_threshold(p, model, 1e6, user="qa")  # on the scale of all four maps
+        assert session.current_threshold(p, model) == 1e6
+
+    # Calibrated on the folder alone, other maps chosen: the project's copy is stale until used.
+    assert main(["inspect", "calibrate", str(copy), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    folder = json.loads((copy / "config.json").read_text())
+    with Project.open(proj) as p:
+        assert p.get_model(model["id"])["config"]["calibration"] != folder["calibration"]
+        runner = JobRunner(p)
+        try:
+            handle = runner.submit(session.inspect_job, {"model_id": model["id"], "paths": [str(c) for c in crack]},
+                                   kind="inspect")
+            assert handle.wait(120) and handle.status == "done", handle.error
+        finally:
+            runner.shutdown()
+        synced = p.get_model(model["id"])
+        assert synced["config"]["calibration"] == folder["calibration"]
+        assert synced["config"]["map"]["use"] == chosen["maps"]
+        # the operator's threshold was on the old scale: the new calibration is in force
+        assert session.current_threshold(p, synced) == chosen["threshold"]
+        results = p.inspection_results(handle.result["run_id"])
+        assert {r["meta"]["threshold"] for r in results} == {chosen["threshold"]}
+        assert [r["verdict"] for r in results] == session.verdicts([r["score"] for r in results], chosen["threshold"])
+        (row,) = [r for r in session.audit_rows(p) if r["action"] == "model.update"]
+        assert row["details"]["maps"] == chosen["maps"] and row["details"]["new_threshold"] == chosen["threshold"]
+        assert row["new"] == f"{chosen['threshold']:.4g}"
+        session.set_threshold(p, synced, 0.5, user="qa")  # set after the recalibration: it counts
+        assert session.current_threshold(p, synced) == 0.5
+
+    # With --project the copy follows at once; the same calibration again changes nothing.
+    assert main(["inspect", "calibrate", str(copy), str(subset), "--json", "--device", "cpu",
+                 "--project", str(proj)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["model_id"] == model["id"] and again["threshold"] == chosen["threshold"]
+    with Project.open(proj, read_only=True) as p:
+        assert len(p.audit_log("model.update")) == 1
+        assert session.current_threshold(p, p.get_model(model["id"])) == 0.5
+
+
+def test_calibrating_on_a_project_data_set_chooses_as_the_command_line_does(trained, subset, tmp_path, capsys):
+    from core.inspect import session
+    from core.project import Project
+    from desktop.launcher import main
+
+    on_folder, in_project = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(trained[0], on_folder)
+    shutil.copytree(trained[0], in_project)
+    assert main(["inspect", "calibrate", str(on_folder), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    with Project.create(tmp_path / "qa.lienzo") as p:
+        dataset_id = session.import_folder(p, subset)["dataset_id"]
+        model_id = p.register_model(session.MODEL_KIND, "m", str(in_project),
+                                    config=store.read_config(in_project))
+        runner = JobRunner(p)
+        try:
+            params = {"model_id": model_id, "dataset_id": dataset_id, "split": "test", "choose_maps": True}
+            handle = runner.submit(session.calibrate_job, params, kind="inspect.calibrate")
+            assert handle.wait(120) and handle.status == "done", handle.error
+            # the training split holds no defects: a clear message, nothing written
+            handle = runner.submit(session.calibrate_job, {**params, "split": "train"}, kind="inspect.calibrate")
+            assert handle.wait(60) and handle.status == "failed"
+            assert "14 good and 0 defective" in handle.error.message
+        finally:
+            runner.shutdown()
+        assert sorted(r["status"] for r in p.list_runs("inspect.calibrate")) == ["done", "failed"]
+        model = p.get_model(model_id)
+        assert model["config"]["calibration"] == store.read_config(in_project)["calibration"]
+        assert len(p.audit_log("model.update")) == 1
+    # images and masks read from the project give the choice and threshold the folder gives
+    folder_cfg = store.read_config(in_project)
+    assert cli["subsets"][0]["pixel_auroc"] is not None  # the masks counted
+    assert folder_cfg["map"]["use"] == cli["maps"]
+    assert folder_cfg["calibration"]["threshold"] == pytest.approx(cli["threshold"], rel=1e-5)
+
+
 def test_colour_rotations_and_skipped_files_are_reported(subset, tmp_path):
     data = tmp_path / "good"
     data.mkdir()

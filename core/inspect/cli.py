@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--choose-maps", action="store_true",
                    help="first choose which of the model's anomaly maps to sum, by image (and pixel) "
                         "AUROC on these images")
-    common(c, project=False)
+    common(c)
 
     tt = sub.add_parser("train-table", help="train a tabular inspector (MLP VAE) on a CSV")
     tt.add_argument("csv", metavar="CSV")
@@ -190,8 +190,7 @@ def _operator_threshold(project, folder, sensitivity) -> float | None:
         return None
     from core.inspect import session
 
-    model_id = _model_id(project, folder)
-    model = project.get_model(model_id)
+    model = session.sync_model(project, project.get_model(_model_id(project, folder)))
     threshold = session.current_threshold(project, model)
     return None if threshold == session.calibrated_threshold(model) else threshold
 
@@ -373,40 +372,27 @@ def _run(args, project) -> int:
 
 def _calibrate(args, project) -> int:
     from core.inspect import data as D
-    from core.inspect import store
+    from core.inspect import mapchoice
     from core.inspect.evaluate import eval_items, load_labelled
-    from core.inspect.score import Inspector, calibrate
+    from core.inspect.score import Inspector
 
     insp = Inspector.load(args.model, args.device)
     x, items, masks, has_masks, skipped = load_labelled(insp, eval_items(D.scan(args.data)))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
     labels = [0 if i.is_good else 1 for i in items]
-    if 0 not in labels or 1 not in labels:
-        raise AppError("Calibration needs both good and defective labelled images.",
-                       "Give a folder with test/good and test/<defect> (or good/ and defect folders).")
-    out, lines = {}, []
+    out = mapchoice.recalibrate(insp, x, labels, masks if has_masks else None, args.choose_maps)
+    lines = []
+    for row in out.get("subsets", []):
+        pixel = "" if row["pixel_auroc"] is None else f"  pixel AUROC {row['pixel_auroc']:.3f}"
+        lines.append(f"{'+'.join(row['maps']):40s} image AUROC {row['image_auroc']:.3f}{pixel}")
     if args.choose_maps:
-        from core.inspect import mapchoice
+        lines.append(f"maps chosen: {' + '.join(out['maps'])}")
+    if project is not None:  # the project's copy follows; an operator's threshold on the old scale lapses
+        from core.inspect import session
 
-        choice = mapchoice.choose_maps(insp, x, labels, masks if has_masks else None)
-        mapchoice.apply_choice(insp, choice["use"])
-        out.update(maps=insp.maps_in_use(), subsets=choice["subsets"])
-        for row in choice["subsets"]:
-            pixel = "" if row["pixel_auroc"] is None else f"  pixel AUROC {row['pixel_auroc']:.3f}"
-            lines.append(f"{'+'.join(row['maps']):40s} image AUROC {row['image_auroc']:.3f}{pixel}")
-        lines.append(f"maps chosen: {' + '.join(insp.maps_in_use())}")
-    scores = insp.score_tensor(x, keep_maps=False)[0].numpy()
-    good = [s for s, y in zip(scores, labels) if y == 0]
-    bad = [s for s, y in zip(scores, labels) if y == 1]
-    cal = calibrate(good, bad, [1] * len(bad))
-    config = store.read_config(args.model)
-    config["calibration"] = cal
-    if args.choose_maps:
-        config["map"]["use"] = insp.config["map"]["use"]
-    store.write_config(Path(args.model), config)
-    out.update(threshold=cal["threshold"], method=cal["method"])
-    _emit(args, out, lines + [f"threshold set to {cal['threshold']:.4g} ({cal['method']})"])
+        out["model_id"] = session.sync_model(project, project.get_model(_model_id(project, args.model)))["id"]
+    _emit(args, out, lines + [f"threshold set to {out['threshold']:.4g} ({out['method']})"])
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Choosing which of a model's anomaly maps to sum, from images labelled good or defective.
+"""Calibrating a trained inspector on images labelled good or defective: the F1-optimal threshold
+and, optionally first, which of its anomaly maps to sum (recalibrate).
 
 An inspector sums up to four maps (score.Inspector.map_parts), each centred and scaled on held-out
 good images. Which ones help depends on the product: on magnetic tiles the Gaussians of the context
@@ -19,14 +20,45 @@ import numpy as np
 import torch
 
 from core.errors import AppError
+from core.inspect import store
 from core.inspect.metrics import pixel_auroc, roc_auc
-from core.inspect.score import map_combination
+from core.inspect.score import calibrate, map_combination
 
 MIN_EACH = 5  # labelled good and defective images a choice needs at least
 PIXELS_PER_IMAGE = 4096  # a regular grid of pixels per image for the pixel AUROC (the maps are smooth)
 
 
-def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None) -> dict:
+def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, choose: bool = False,
+                check_cancelled=None) -> dict:
+    """The F1-optimal threshold on labelled images (x, labels and masks as choose_maps takes them),
+    with `choose` on the maps chosen first, written to the model's folder (insp.folder) and set
+    on `insp`. Returns {"threshold", "method", "maps", and with choose "subsets"}."""
+    labels = np.asarray(labels, dtype=int)
+    if not ((labels == 0).any() and (labels == 1).any()):
+        raise AppError(f"Calibration needs both good and defective labelled images; there are "
+                       f"{int((labels == 0).sum())} good and {int((labels == 1).sum())} defective.",
+                       "Label some images good and some defective (test/good and test/<defect> "
+                       "folders, or labels in the data set).")
+    out = {}
+    if choose:
+        choice = choose_maps(insp, x, labels, masks, check_cancelled)
+        apply_choice(insp, choice["use"])
+        out["subsets"] = choice["subsets"]
+    if check_cancelled:
+        check_cancelled()
+    scores = insp.score_tensor(x, keep_maps=False)[0].numpy()
+    cal = calibrate(scores[labels == 0], scores[labels == 1], [1] * int((labels == 1).sum()))
+    config = store.read_config(insp.folder)
+    config["calibration"] = cal
+    if choose:
+        config["map"]["use"] = insp.config["map"]["use"]
+    store.write_config(insp.folder, config)
+    insp.config["calibration"] = cal
+    out.update(threshold=cal["threshold"], method=cal["method"], maps=insp.maps_in_use())
+    return out
+
+
+def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, check_cancelled=None) -> dict:
     """x: preprocessed labelled images, labels 0 good / 1 defective, masks (N, S, S) or None.
     Returns {"use": [map names], "subsets": [{"maps", "image_auroc", "pixel_auroc", "score"}, ...]
     best first}; the model is not changed (see apply_choice)."""
@@ -48,6 +80,8 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None) 
     pixels = {s: [] for s in subsets}
     with torch.inference_mode():
         for i in range(0, x.shape[0], insp.batch):
+            if check_cancelled:
+                check_cancelled()
             parts = insp.map_parts(x[i:i + insp.batch].to(insp.device))
             scaled = {k: (m.float() - combine[k][0]) / combine[k][1] for k, m in parts.items()}
             for s in subsets:

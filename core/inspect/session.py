@@ -450,7 +450,7 @@ def inspect_job(params: dict, ctx) -> dict:
     from core.inspect.score import Inspector
 
     project = ctx.project
-    model = project.get_model(int(params["model_id"]))
+    model = sync_model(project, project.get_model(int(params["model_id"])))
     insp = Inspector.load(model["path"])
     threshold = current_threshold(project, model)
     calibration = insp.calibration
@@ -507,6 +507,52 @@ def inspect_job(params: dict, ctx) -> dict:
     return {"run_id": run_id, "model_id": model["id"], "inspected": done, "fail": fails, "skipped": skipped}
 
 
+def calibrate_job(params: dict, ctx) -> dict:
+    """Job: params model_id, dataset_id (split optional), choose_maps. The F1-optimal threshold on
+    that data set's labelled images and, with choose_maps, first the anomaly maps to sum
+    (core.inspect.mapchoice), written to the model's folder; the project's copy follows, audited
+    as a recalibration. Masks in the data set count for the choice of maps."""
+    import torch
+
+    from core.inspect import mapchoice
+    from core.inspect.score import Inspector
+
+    project = ctx.project
+    model = sync_model(project, project.get_model(int(params["model_id"])))
+    insp = Inspector.load(model["path"])
+    items = [it for it in inspect_items(project, params) if label_is_defect(it["label"]) is not None]
+    if not items:
+        raise AppError("The data set has no labelled images to calibrate on.",
+                       "Label some images good and some as defects (step 1 · Data), then calibrate.")
+    size, chans = int(insp.prep["size"]), int(insp.prep.get("channels", 1))
+    arrays, labels, masks, skipped = [], [], [], []
+    for k, it in enumerate(items):
+        if k % 16 == 0:
+            ctx.check_cancelled()
+            ctx.progress(k, len(items), "reading the labelled images")
+        try:
+            arrays.append(D.preprocess(_decode(item_bytes(project, it["src"]), chans), insp.prep))
+        except AppError as exc:
+            skipped.append((it["path"] or it["name"], exc.message))
+            continue
+        labels.append(int(label_is_defect(it["label"])))
+        mask_id = (it["src"] or {}).get("mask_image_id")
+        masks.append(D.read_mask(io.BytesIO(project.image_bytes(mask_id)), (size, size)) if mask_id
+                     else np.zeros((size, size), dtype=bool))
+    if not arrays:
+        raise AppError("None of the labelled images could be read.",
+                       "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:5]))
+    choose = bool(params.get("choose_maps"))
+    ctx.progress(len(items), len(items), "choosing the maps" if choose else "setting the threshold")
+    has_masks = any(m.any() for m, y in zip(masks, labels) if y)
+    res = mapchoice.recalibrate(insp, torch.from_numpy(np.stack(arrays)), labels,
+                                np.stack(masks) if has_masks else None, choose, ctx.check_cancelled)
+    model = sync_model(project, model)
+    ctx.metrics.update({"threshold": res["threshold"], "maps": res["maps"]})
+    return {**res, "model_id": model["id"], "n_good": labels.count(0), "n_defect": labels.count(1),
+            "skipped": skipped}
+
+
 # == thresholds, verdicts, labels ===================================================================
 
 def normalized_scores(scores, calibration: dict, threshold: float) -> np.ndarray:
@@ -531,12 +577,51 @@ def calibrated_threshold(model: dict) -> float:
 
 
 def current_threshold(project, model: dict) -> float:
-    """The threshold in force: the latest one the operator set for this model, else the calibrated one."""
+    """The threshold in force: the latest one the operator set for this model since it was last
+    recalibrated (an older one is on the old scores' scale), else the calibrated one."""
+    since = max((row["id"] for row in project.audit_log("model.update")
+                 if (row.get("details") or {}).get("id") == model["id"]
+                 and "new_threshold" in (row.get("details") or {})), default=0)
     for row in reversed(project.audit_log("inspect.threshold")):
+        if row["id"] < since:
+            break
         d = row.get("details") or {}
         if d.get("model_id") == model["id"] and d.get("new") is not None:
             return float(d["new"])
     return calibrated_threshold(model)
+
+
+def sync_model(project, model: dict) -> dict:
+    """The project's model as its folder now is. A folder recalibrated after it was registered
+    (`lienzo inspect calibrate`, perhaps with other maps chosen) scores on a new scale; the
+    project's copy of its calibration (and choice of maps) follows, audited, so the app's verdicts
+    and the folder's agree. A folder that cannot be read is left for loading to report."""
+    from core.inspect import store
+
+    try:
+        folder = store.read_config(model["path"])
+    except (AppError, OSError):
+        return model
+    copy = model.get("config") or {}
+    calibration = folder.get("calibration")
+    use = (folder.get("map") or {}).get("use")
+    old_use = (copy.get("map") or {}).get("use")
+    if not calibration or (calibration == copy.get("calibration") and use == old_use):
+        return model
+    updated = {**copy, "calibration": calibration}
+    chosen = {k: v for k, v in (copy.get("map") or {}).items() if k != "use"}
+    if use:
+        chosen["use"] = use
+    if chosen or "map" in copy:
+        updated["map"] = chosen
+    if project.read_only:
+        return {**model, "config": updated}
+    old_cal = copy.get("calibration") or {}
+    project.update_model_config(model["id"], updated, details={
+        "model": model["name"], "old_threshold": old_cal.get("threshold"),
+        "new_threshold": calibration.get("threshold"), "method": calibration.get("method"),
+        "old_maps": old_use, "maps": use})
+    return project.get_model(model["id"])
 
 
 def set_threshold(project, model: dict, new: float, user: str | None = None) -> float:
@@ -667,7 +752,9 @@ def audit_rows(project) -> list[dict]:
         elif row["action"] == "inspect.label":
             what = f"item {d.get('item_id')}"
         old, new = d.get("old"), d.get("new")
-        fmt = (lambda v: f"{v:.4g}") if row["action"] == "inspect.threshold" else str
+        if row["action"] == "model.update":  # recalibrated: the threshold moved
+            old, new = d.get("old_threshold"), d.get("new_threshold")
+        fmt = (lambda v: f"{v:.4g}") if row["action"] in ("inspect.threshold", "model.update") else str
         out.append({"time": row["time"], "user": row["user"], "action": row["action"], "what": str(what),
                     "old": "" if old is None else fmt(old), "new": "" if new is None else fmt(new),
                     "details": d})

@@ -899,6 +899,15 @@ class Project:
                                           "path": str(path)})
         return model_id
 
+    def update_model_config(self, model_id: int, config: dict, details: dict | None = None) -> None:
+        """Replace the project's copy of a model's config, when the model's folder was changed after
+        it was registered (recalibrated, other maps chosen). Audited, with `details` saying what
+        changed."""
+        with self.transaction():
+            model = self.get_model(model_id)
+            self._update("models", model_id, {"config": _dumps(config)}, "model")
+            self.audit("model.update", {"id": model_id, "name": model["name"], **(details or {})})
+
     def list_models(self, kind: str | None = None) -> list[dict]:
         sql, args = "SELECT * FROM models", []
         if kind is not None:

@@ -24,6 +24,12 @@ from desktop.inspection.widgets import (ROLE_INDEX, ColorScale, InspectionState,
                                         qimage_from_gray, result_image, run_job)
 
 ITEM_ROLE = Qt.UserRole + 2
+MAP_TEXT = {"own": "VAE", "features": "VAE features", "context": "context", "context_features": "context features"}
+
+
+def map_names(use) -> str:
+    """The anomaly maps a model sums, as an operator reads them."""
+    return " + ".join(MAP_TEXT.get(name, name) for name in use)
 
 
 def heading(text: str, help_text: str = "") -> QWidget:
@@ -1018,11 +1024,33 @@ class ThresholdPage(QWidget):
         self.explain = QLabel("")
         self.explain.setObjectName("Placeholder")
         self.explain.setWordWrap(True)
+        self.calibrate_handle = None
+        self._maps_before = None
+        self.calibrate_button = QPushButton(ui.icon("run"), "Calibrate on labelled images")
+        self.calibrate_button.setToolTip("Set the model's threshold where F1 is best on the labelled images of "
+                                         "the inspected data set (written to the model, recorded in the audit trail)")
+        self.calibrate_button.clicked.connect(lambda: self.calibrate())
+        self.choose_maps = QCheckBox("choose the maps too")
+        self.choose_maps.setToolTip("First try every combination of the model's anomaly maps on those images and "
+                                    "keep the one that ranks them best (needs 5 good and 5 defective images)")
+        self.calibrate_progress = QProgressBar()
+        self.calibrate_progress.setMaximumWidth(120)
+        self.calibrate_progress.hide()
+        self.calibrate_cancel = QPushButton(ui.icon("cancel"), "Cancel")
+        self.calibrate_cancel.clicked.connect(lambda: self.calibrate_handle and self.calibrate_handle.cancel())
+        self.calibrate_cancel.hide()
+        self.calibrate_result = QLabel("")
+        self.calibrate_result.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(heading("4 · Threshold", "Every part scoring at or above the threshold FAILs. Move the "
                                  "slider (or drag the line in the histogram): verdicts and counts update at once, "
                                  "without running the model again. Each change is recorded in the audit trail."))
         layout.addWidget(self.bar)
+        row = QHBoxLayout()
+        for w in (self.calibrate_button, self.choose_maps, self.calibrate_progress, self.calibrate_cancel):
+            row.addWidget(w)
+        row.addWidget(self.calibrate_result, 1)
+        layout.addLayout(row)
         layout.addWidget(self.plots, 1)
         low = QHBoxLayout()
         box = QVBoxLayout()
@@ -1050,12 +1078,94 @@ class ThresholdPage(QWidget):
                                     + (" · confirmed good" if done else ""))
                 self.alarms.item(self.alarms.count() - 1).setData(Qt.UserRole, i)
         self.confirm_button.setEnabled(self.alarms.count() > 0 and not st.project.read_only)
+        self._enable_calibrate()
         cal = st.model["config"]["calibration"] if st.model else {}
         if cal:
-            how = (f"from {cal.get('n_good', 'the')} held-out good images (their mean + "
+            how = (f"at training from {cal.get('n_good', 'the')} held-out good images (their mean + "
                    f"{cal.get('sd_multiple', 3.0):.3g} standard deviations)" if cal.get("method") == "good_holdout"
-                   else "where F1 is best on the labelled images")
-            self.explain.setText(f"The calibrated threshold {cal['threshold']:.4g} was set at training {how}.")
+                   else f"where F1 is best on {cal.get('n_good', 0) + cal.get('n_labelled', 0)} labelled images")
+            use = (st.model["config"].get("map") or {}).get("use")
+            maps = f" The model sums these anomaly maps: {map_names(use)}." if use else ""
+            self.explain.setText(f"The calibrated threshold {cal['threshold']:.4g} was set {how}.{maps}")
+
+    # -- calibration on labelled images -----------------------------------------------------------
+    def _enable_calibrate(self) -> None:
+        st = self.state
+        running = self.calibrate_handle is not None and self.calibrate_handle.status in ("queued", "running")
+        self.calibrate_button.setEnabled(st.model is not None and st.model.get("kind") == S.MODEL_KIND
+                                         and not st.project.read_only and not running)
+
+    def calibration_source(self) -> dict | None:
+        """The labelled images to calibrate on: the data set of the inspection shown, else the test
+        split of the data set the model was trained on."""
+        st = self.state
+        if st.model is None:
+            return None
+        if st.run_id:
+            params = st.project.get_run(st.run_id).get("params") or {}
+            if params.get("dataset_id"):
+                return {"dataset_id": params["dataset_id"], "split": params.get("split")}
+        dataset_id = (st.model.get("config") or {}).get("dataset_id")
+        return {"dataset_id": dataset_id, "split": "test"} if dataset_id else None
+
+    def calibrate(self):
+        st = self.state
+        source = self.calibration_source()
+        if source is None:
+            error(self, AppError("There is no labelled data set to calibrate on.",
+                                 "Inspect a data set with images labelled good and defective (step 3), then calibrate."))
+            return None
+        st.commit_threshold()
+        params = {"model_id": st.model["id"], **source, "choose_maps": self.choose_maps.isChecked()}
+        self._maps_before = (st.model["config"].get("map") or {}).get("use")
+        self.calibrate_button.setEnabled(False)
+        self.calibrate_result.setText("")
+        self.calibrate_progress.setRange(0, 0)
+        self.calibrate_progress.show()
+        self.calibrate_cancel.show()
+        self.calibrate_handle = run_job(self, S.calibrate_job, params, "inspect.calibrate",
+                                        f"Calibrate {st.model['name']}", done=self._calibrated,
+                                        failed=self._calibration_stopped)
+        st.jobs.progress.connect(self._calibration_progress)
+        return self.calibrate_handle
+
+    def _calibration_progress(self, handle, step, total, message, preview) -> None:
+        if handle is self.calibrate_handle and total:
+            self.calibrate_progress.setRange(0, total)
+            self.calibrate_progress.setValue(step)
+
+    def _calibration_end(self) -> None:
+        try:
+            self.state.jobs.progress.disconnect(self._calibration_progress)
+        except (RuntimeError, TypeError):
+            pass
+        self.calibrate_progress.hide()
+        self.calibrate_cancel.hide()
+        self._enable_calibrate()
+
+    def _calibrated(self, handle) -> None:
+        self._calibration_end()
+        res = handle.result
+        self.state.set_model(res["model_id"])  # the new calibration (and maps) come in
+        text = (f"Threshold {res['threshold']:.4g}: F1 is best there on {res['n_good']} good and "
+                f"{res['n_defect']} defective images.")
+        if res.get("subsets"):
+            best = res["subsets"][0]
+            pixel = "" if best["pixel_auroc"] is None else f", pixel AUROC {best['pixel_auroc']:.3f}"
+            text += f" Maps chosen: {map_names(res['maps'])} (image AUROC {best['image_auroc']:.3f}{pixel} on them)."
+            every = max((r["maps"] for r in res["subsets"]), key=len)  # what a model without a choice sums
+            if res["maps"] != (self._maps_before or every):
+                text += " The scores shown were made with the earlier maps: inspect again to see the new ones."
+        if res.get("skipped"):
+            text += f" {len(res['skipped'])} image(s) could not be read."
+        self.calibrate_result.setText(text)
+
+    def _calibration_stopped(self, handle) -> None:
+        self._calibration_end()
+        if handle.status == "failed" and handle.error is not None:
+            error(self, handle.error, "Calibration failed")
+        elif handle.status == "cancelled":
+            self.calibrate_result.setText("Calibration cancelled; the model is unchanged.")
 
     def confirm_selected(self) -> int:
         rows = [self.alarms.item(i).data(Qt.UserRole) for i in range(self.alarms.count())
@@ -1258,7 +1368,8 @@ class AuditPage(QWidget):
                    "inspect.confirm_good": "Confirmed good", "inspect.label": "Label change",
                    "inspect.dataset.import": "Data set import", "model.register": "Model registered",
                    "dataset.create": "Data set created", "dataset.delete": "Data set deleted",
-                   "model.delete": "Model deleted", "model.rename": "Model renamed"}
+                   "model.delete": "Model deleted", "model.rename": "Model renamed",
+                   "model.update": "Recalibrated"}
 
     def __init__(self, state: InspectionState, parent=None):
         super().__init__(parent)

@@ -43,6 +43,7 @@ class InspectionState(QObject):
         self.results: list[dict] = []
         self.scores = np.zeros(0)
         self.threshold = 0.0
+        self._moved = False  # the operator moved the threshold and it is not recorded yet
         self.operator = getpass.getuser()
         self._commit = QTimer(self)
         self._commit.setSingleShot(True)
@@ -60,8 +61,9 @@ class InspectionState(QObject):
             self.model_changed.emit(None)
             self.load_run(None)
             return
-        new = self.project.get_model(model_id)
-        if self.model is not None and self.model["id"] == new["id"]:
+        # A folder recalibrated from the command line since: the project's copy follows it.
+        new = S.sync_model(self.project, self.project.get_model(model_id))
+        if self.model is not None and self.model["id"] == new["id"] and self.model["config"] == new["config"]:
             return
         if record and not self.project.read_only:
             S.record_model_choice(self.project, self.model, new, user=self.operator)
@@ -92,12 +94,16 @@ class InspectionState(QObject):
         if abs(value - self.threshold) < 1e-15:
             return
         self.threshold = value
+        self._moved = True
         self.threshold_changed.emit(value)
         self._commit.start()
 
     def commit_threshold(self) -> None:
+        """Record the threshold the operator moved to (once); a threshold that came from the
+        project (a calibration since, say) is not written back as if the operator had set it."""
         self._commit.stop()
-        if self.model is None or self.project.read_only or self.project.closed:
+        moved, self._moved = self._moved, False
+        if not moved or self.model is None or self.project.read_only or self.project.closed:
             return
         S.set_threshold(self.project, self.model, self.threshold, user=self.operator)
 
