@@ -575,6 +575,11 @@ def _labelled(insp, subset):
     return x, np.array([0 if i.is_good else 1 for i in items]), masks
 
 
+def _use(maps):
+    """What config.json keeps of a choice of maps for the four-map model: none when all are chosen."""
+    return None if len(maps) == 4 else maps
+
+
 def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
     from core.inspect import mapchoice
     from core.inspect.metrics import roc_auc
@@ -594,6 +599,8 @@ def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
         assert row["image_auroc"] == pytest.approx(roc_auc(labels, total.flatten(1).amax(1).numpy()))
         assert row["score"] == pytest.approx(row["image_auroc"] + row["pixel_auroc"])
 
+    mapchoice.apply_choice(insp, ["context_features", "context", "features", "own"])
+    assert "use" not in insp.config["map"]  # all of them is no choice
     mapchoice.apply_choice(insp, ["context", "own"])
     assert insp.maps_in_use() == ["own", "context"]
     scores, maps = insp.score_tensor(x)
@@ -631,7 +638,7 @@ def test_cli_calibrate_can_choose_the_maps_and_the_model_keeps_them(trained, sub
     assert main(["inspect", "calibrate", str(copy), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     cfg = json.loads((copy / "config.json").read_text())
-    assert cfg["map"]["use"] == out["maps"] == out["subsets"][0]["maps"]
+    assert cfg["map"].get("use") == _use(out["maps"]) and out["maps"] == out["subsets"][0]["maps"]
     insp = Inspector.load(copy, "cpu")
     ev = evaluate(insp, subset, with_aupro=False)
     assert ev["maps"] == out["maps"]
@@ -648,7 +655,7 @@ def test_cli_calibrate_can_choose_the_maps_and_the_model_keeps_them(trained, sub
 
 def test_a_folder_recalibrated_later_reaches_the_project_and_old_operator_thresholds_lapse(
         trained, subset, tmp_path, capsys):
-    from core.inspect import session
+    from core.inspect import report, session
     from core.project import Project
     from desktop.launcher import main
 
@@ -665,6 +672,7 @@ def test_a_folder_recalibrated_later_reaches_the_project_and_old_operator_thresh
     # Calibrated on the folder alone, other maps chosen: the project's copy is stale until used.
     assert main(["inspect", "calibrate", str(copy), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
     chosen = json.loads(capsys.readouterr().out)
+    assert len(chosen["maps"]) < 4  # the seed makes it choose fewer maps than the model has
     folder = json.loads((copy / "config.json").read_text())
     with Project.open(proj) as p:
         assert p.get_model(model["id"])["config"]["calibration"] != folder["calibration"]
@@ -676,15 +684,22 @@ def test_a_folder_recalibrated_later_reaches_the_project_and_old_operator_thresh
         finally:
             runner.shutdown()
         synced = p.get_model(model["id"])
+        # the run scored before the new maps is marked as such, in the report too; the new one is not
+        before = p.list_runs("inspect.run")[0]["id"]
+        assert session.scored_before_map_change(p, synced, before)
+        assert not session.scored_before_map_change(p, synced, handle.result["run_id"])
+        assert "scored before the model" in report.render_html(report.report_data(p, before, with_images=False))[0]
+        assert "scored before" not in report.render_html(report.report_data(p, handle.result["run_id"],
+                                                                              with_images=False))[0]
         assert synced["config"]["calibration"] == folder["calibration"]
-        assert synced["config"]["map"]["use"] == chosen["maps"]
+        assert synced["config"]["map"].get("use") == _use(chosen["maps"])
         # the operator's threshold was on the old scale: the new calibration is in force
         assert session.current_threshold(p, synced) == chosen["threshold"]
         results = p.inspection_results(handle.result["run_id"])
         assert {r["meta"]["threshold"] for r in results} == {chosen["threshold"]}
         assert [r["verdict"] for r in results] == session.verdicts([r["score"] for r in results], chosen["threshold"])
         (row,) = [r for r in session.audit_rows(p) if r["action"] == "model.update"]
-        assert row["details"]["maps"] == chosen["maps"] and row["details"]["new_threshold"] == chosen["threshold"]
+        assert row["details"]["maps"] == _use(chosen["maps"]) and row["details"]["new_threshold"] == chosen["threshold"]
         assert row["new"] == f"{chosen['threshold']:.4g}"
         session.set_threshold(p, synced, 0.5, user="qa")  # set after the recalibration: it counts
         assert session.current_threshold(p, synced) == 0.5
@@ -731,7 +746,7 @@ def test_calibrating_on_a_project_data_set_chooses_as_the_command_line_does(trai
     # images and masks read from the project give the choice and threshold the folder gives
     folder_cfg = store.read_config(in_project)
     assert cli["subsets"][0]["pixel_auroc"] is not None  # the masks counted
-    assert folder_cfg["map"]["use"] == cli["maps"]
+    assert folder_cfg["map"].get("use") == _use(cli["maps"])
     assert folder_cfg["calibration"]["threshold"] == pytest.approx(cli["threshold"], rel=1e-5)
 
 

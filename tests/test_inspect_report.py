@@ -202,3 +202,28 @@ def test_a_stopped_inspection_keeps_what_it_scored(prepared, project):
     assert handle.status == "cancelled" and seen[0] == 2
     assert len(project.inspection_results(handle.run_id)) == 2
     assert project.get_run(handle.run_id)["status"] == "cancelled"
+
+
+def test_runs_scored_with_other_maps_than_the_model_sums_now_are_marked(tmp_path):
+    from core.inspect import session as S
+
+    def run_with(p, model_id, meta):
+        run_id = p.start_run("inspect", {"model_id": model_id}, status="running")
+        p.add_inspection_results(run_id, [{"model_id": model_id, "item_path": "a.png", "score": 1.0,
+                                           "normalized_score": 0.5, "verdict": "FAIL", "meta": meta}])
+        return run_id
+
+    with Project.create(tmp_path / "qa.lienzo") as p:
+        model_id = p.register_model(S.MODEL_KIND, "m", str(tmp_path), config={"calibration": {"threshold": 1.0}})
+        before_recording = run_with(p, model_id, {})  # runs from before the maps were recorded
+        all_maps = run_with(p, model_id, {"maps": ["own", "features", "context"]})
+        model = p.get_model(model_id)
+        assert not any(S.scored_before_map_change(p, model, r) for r in (before_recording, all_maps, None))
+        p.update_model_config(model_id, {"calibration": {"threshold": 2.0}, "map": {"use": ["own"]}},
+                              details={"old_maps": None, "maps": ["own"], "new_threshold": 2.0})
+        model = p.get_model(model_id)
+        own = run_with(p, model_id, {"maps": ["own"]})
+        assert S.scored_before_map_change(p, model, before_recording)
+        assert S.scored_before_map_change(p, model, all_maps)
+        assert not S.scored_before_map_change(p, model, own)
+        assert not S.scored_before_map_change(p, model, run_with(p, model_id, {}))  # recorded after the change

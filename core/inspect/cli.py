@@ -255,11 +255,13 @@ def run_job(params, ctx):
                         "skipped": len(skipped)})
     return {"results": rows, "skipped": [{"path": p, "reason": r} for p, r in skipped],
             "threshold": insp.calibration["threshold"], "threshold_source": source,
-            "sensitivity": insp.sensitivity, "_maps": maps, "_calibration": insp.calibration}
+            "sensitivity": insp.sensitivity, "maps": insp.maps_in_use(), "_maps": maps,
+            "_calibration": insp.calibration}
 
 
-def _store_image_results(project, run_id, model_folder, rows, maps, calibration, kind_params):
-    """Per-item rows (+ heat maps as generated images) into the project."""
+def _store_image_results(project, run_id, model_folder, rows, maps, calibration, kind_params, used):
+    """Per-item rows (+ heat maps as generated images) into the project; `used`: the anomaly maps
+    the scores were made with."""
     import io
 
     from PIL import Image
@@ -285,8 +287,8 @@ def _store_image_results(project, run_id, model_folder, rows, maps, calibration,
             records.append({"model_id": model_id, "item_path": str(path), "image_id": None,
                             "score": row["score"], "normalized_score": row["normalized_score"],
                             "verdict": row["verdict"], "heatmap_image_id": heat_id,
-                            "label": row.get("label"), "meta": {k: v for k, v in row.items()
-                                                                if k in ("width", "height")} or None})
+                            "label": row.get("label"), "meta": {**{k: v for k, v in row.items()
+                                                                   if k in ("width", "height")}, "maps": used}})
     project.add_inspection_results(run_id, records)
 
 
@@ -341,7 +343,8 @@ def _eval(args, project) -> int:
 
         _store_image_results(project, handle.run_id, args.model,
                              [{**r, "path": r["item_path"]} for r in rows], None,
-                             {**store.read_config(args.model)["calibration"], "threshold": res["threshold"]}, {})
+                             {**store.read_config(args.model)["calibration"], "threshold": res["threshold"]}, {},
+                             res["maps"])
         res["run_id"] = handle.run_id
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"image AUROC {fmt(res['image_auroc'])} · pixel AUROC {fmt(res['pixel_auroc'])} · "
@@ -362,7 +365,7 @@ def _run(args, project) -> int:
     res = dict(handle.result)
     maps, calibration = res.pop("_maps"), res.pop("_calibration")
     if project is not None:
-        _store_image_results(project, handle.run_id, args.model, res["results"], maps, calibration, {})
+        _store_image_results(project, handle.run_id, args.model, res["results"], maps, calibration, {}, res["maps"])
         res["run_id"] = handle.run_id
     for s in res["skipped"]:
         print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)

@@ -51,7 +51,9 @@ def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
     config = store.read_config(insp.folder)
     config["calibration"] = cal
     if choose:
-        config["map"]["use"] = insp.config["map"]["use"]
+        config["map"].pop("use", None)
+        if insp.config["map"].get("use"):
+            config["map"]["use"] = insp.config["map"]["use"]
     store.write_config(insp.folder, config)
     insp.config["calibration"] = cal
     out.update(threshold=cal["threshold"], method=cal["method"], maps=insp.maps_in_use())
@@ -110,4 +112,8 @@ def apply_choice(insp, use) -> None:
         raise AppError("No anomaly map was chosen.", f"Choose one or more of {names}.")
     if not set(use) <= set(names):
         raise AppError(f"Unknown anomaly maps {sorted(set(use) - set(names))}.", f"This model has {names}.")
-    insp.config["map"]["use"] = [n for n in names if n in use]
+    chosen = [n for n in names if n in use]
+    if chosen == names:  # all of them: the same as no choice
+        insp.config["map"].pop("use", None)
+    else:
+        insp.config["map"]["use"] = chosen

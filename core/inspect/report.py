@@ -107,6 +107,7 @@ def report_data(project, run_id: int, threshold: float | None = None, operator: 
                   "settings": cfg.get("settings") or {}, "training": training, "metrics": cfg.get("metrics") or {}},
         "dataset": dataset,
         "threshold": float(threshold),
+        "scored_before_map_change": S.scored_before_map_change(project, model, run_id),
         "calibrated_threshold": float(calibration.get("threshold", threshold)),
         "calibration_method": calibration.get("method"),
         "counts": S.counts(scores, threshold),
@@ -147,6 +148,10 @@ def _fmt(v, pct=False) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+STALE = ('<p class="FAIL">These parts were scored before the model\'s anomaly maps were chosen anew: their '
+         'scores are on another scale than the threshold. Inspect them again for verdicts that hold.</p>')
+
+
 def render_html(data: dict, embed: bool = True) -> tuple[str, dict[str, bytes]]:
     """(HTML text, images by name). With `embed`, images are data: URIs inside the HTML; without,
     <img src> names refer to the returned images (the PDF writer adds them as resources)."""
@@ -183,6 +188,7 @@ th{{background:#eee}} .FAIL{{color:#b00020;font-weight:bold}} .PASS{{color:#1b7f
                    f"{'; ' + e(counts) if counts else ''}).</p>")
     out.append(f"""<h2>Threshold</h2><p>Threshold in force: <b>{data['threshold']:.5g}</b>
 (calibrated: {data['calibrated_threshold']:.5g}, {e(str(data.get('calibration_method') or ''))}).</p>
+{STALE if data.get('scored_before_map_change') else ''}
 <h2>Summary</h2><table><tr><th>Inspected</th><th>PASS</th><th>FAIL</th></tr>
 <tr><td>{c['total']}</td><td class="PASS">{c['pass']}</td><td class="FAIL">{c['fail']}</td></tr></table>
 <table><tr><th>Label</th><th>Items</th><th>FAIL</th></tr>""")

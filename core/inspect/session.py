@@ -454,6 +454,7 @@ def inspect_job(params: dict, ctx) -> dict:
     insp = Inspector.load(model["path"])
     threshold = current_threshold(project, model)
     calibration = insp.calibration
+    used = insp.maps_in_use()
     items = inspect_items(project, params)
     chans = int(insp.prep.get("channels", 1))
     run_id = ctx.run_id
@@ -496,7 +497,7 @@ def inspect_job(params: dict, ctx) -> dict:
                              "heatmap_image_id": map_id, "label": it["label"],
                              "meta": {"name": it["name"], "map_scale": scale, "recon_image_id": recon_id,
                                       "dataset_item_id": it["dataset_item_id"], "height": shape[0],
-                                      "width": shape[1], "threshold": threshold}})
+                                      "width": shape[1], "threshold": threshold, "maps": used}})
             project.add_inspection_results(run_id, rows)
         done += len(ok)
         ctx.progress(min(start + chunk_size, len(items)), len(items),
@@ -622,6 +623,25 @@ def sync_model(project, model: dict) -> dict:
         "new_threshold": calibration.get("threshold"), "method": calibration.get("method"),
         "old_maps": old_use, "maps": use})
     return project.get_model(model["id"])
+
+
+def scored_before_map_change(project, model: dict, run_id: int | None) -> bool:
+    """Whether inspection run `run_id` was scored with other anomaly maps than the model sums now
+    (they were chosen anew since): its stored scores are then on another scale than the model's
+    threshold, and the run must be inspected again to be judged by it."""
+    if not run_id:
+        return False
+    results = project.inspection_results(run_id)
+    used = (results[0].get("meta") or {}).get("maps") if results else None
+    if used is not None:  # runs record the maps they were scored with
+        chosen = (model["config"].get("map") or {}).get("use")
+        return chosen is not None and used != chosen
+    created = project.get_run(run_id).get("created_at") or 0.0  # older runs: by the audit trail
+    for row in reversed(project.audit_log("model.update")):
+        d = row.get("details") or {}
+        if d.get("id") == model["id"] and d.get("maps") != d.get("old_maps"):
+            return row["time"] > created
+    return False
 
 
 def set_threshold(project, model: dict, new: float, user: str | None = None) -> float:
