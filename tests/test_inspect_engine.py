@@ -722,7 +722,8 @@ def test_calibrating_on_a_project_data_set_chooses_as_the_command_line_does(trai
     on_folder, in_project = tmp_path / "a", tmp_path / "b"
     shutil.copytree(trained[0], on_folder)
     shutil.copytree(trained[0], in_project)
-    assert main(["inspect", "calibrate", str(on_folder), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
+    assert main(["inspect", "calibrate", str(on_folder), str(subset), "--choose-maps", "--json",
+                 "--device", "cpu"]) == 0
     cli = json.loads(capsys.readouterr().out)
     with Project.create(tmp_path / "qa.lienzo") as p:
         dataset_id = session.import_folder(p, subset)["dataset_id"]

@@ -227,3 +227,8 @@ def test_runs_scored_with_other_maps_than_the_model_sums_now_are_marked(tmp_path
         assert S.scored_before_map_change(p, model, all_maps)
         assert not S.scored_before_map_change(p, model, own)
         assert not S.scored_before_map_change(p, model, run_with(p, model_id, {}))  # recorded after the change
+        p.update_model_config(model_id, {"calibration": {"threshold": 1.5}},  # all maps chosen again
+                              details={"old_maps": ["own"], "maps": None, "new_threshold": 1.5})
+        model = p.get_model(model_id)
+        assert S.scored_before_map_change(p, model, own)
+        assert not S.scored_before_map_change(p, model, all_maps)

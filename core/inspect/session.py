@@ -633,15 +633,17 @@ def scored_before_map_change(project, model: dict, run_id: int | None) -> bool:
         return False
     results = project.inspection_results(run_id)
     used = (results[0].get("meta") or {}).get("maps") if results else None
+    changes = [row for row in project.audit_log("model.update")
+               if (row.get("details") or {}).get("id") == model["id"]
+               and row["details"].get("maps") != row["details"].get("old_maps")]
     if used is not None:  # runs record the maps they were scored with
         chosen = (model["config"].get("map") or {}).get("use")
-        return chosen is not None and used != chosen
+        if chosen is not None:
+            return used != chosen
+        # all maps now (no choice): stale if the run was scored with the choice that held before
+        return bool(changes) and used == changes[-1]["details"].get("old_maps")
     created = project.get_run(run_id).get("created_at") or 0.0  # older runs: by the audit trail
-    for row in reversed(project.audit_log("model.update")):
-        d = row.get("details") or {}
-        if d.get("id") == model["id"] and d.get("maps") != d.get("old_maps"):
-            return row["time"] > created
-    return False
+    return bool(changes) and changes[-1]["time"] > created
 
 
 def set_threshold(project, model: dict, new: float, user: str | None = None) -> float:

@@ -1116,7 +1116,8 @@ class ThresholdPage(QWidget):
         source = self.calibration_source()
         if source is None:
             error(self, AppError("There is no labelled data set to calibrate on.",
-                                 "Inspect a data set with images labelled good and defective (step 3), then calibrate."))
+                                 "Inspect a data set with images labelled good and defective (step 3), "
+                                 "then calibrate."))
             return None
         st.commit_threshold()
         params = {"model_id": st.model["id"], **source, "choose_maps": self.choose_maps.isChecked()}
