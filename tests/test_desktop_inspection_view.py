@@ -325,10 +325,13 @@ def test_audit_trail_is_a_read_only_table(qtbot, opened, prepared):
     folder = Path(st.model["path"])
     original = store.read_config(folder)
     try:
-        store.write_config(folder, {**original, "calibration": {**original["calibration"], "threshold": 0.123}})
+        store.write_config(folder, {**original, "calibration": {**original["calibration"], "threshold": 0.123},
+                                    "map": {**original["map"], "use": ["own"]}})
         st.set_model(None)
         st.set_model(prepared["model_id"])
         assert st.calibrated == st.threshold == 0.123
+        # the inspection shown was scored with all the model's maps: its scores do not fit the threshold
+        assert st.stale and "scored before these maps were chosen" in opened.show_step("threshold").explain.text()
     finally:
         store.write_config(folder, original)
     page = opened.show_step("audit")

@@ -625,13 +625,14 @@ def sync_model(project, model: dict) -> dict:
     return project.get_model(model["id"])
 
 
-def scored_before_map_change(project, model: dict, run_id: int | None) -> bool:
-    """Whether inspection run `run_id` was scored with other anomaly maps than the model sums now
-    (they were chosen anew since): its stored scores are then on another scale than the model's
-    threshold, and the run must be inspected again to be judged by it."""
+def scored_before_map_change(project, model: dict, run_id: int | None, results: list | None = None) -> bool:
+    """Whether inspection run `run_id` (its `results`, when already read) was scored with other
+    anomaly maps than the model sums now (they were chosen anew since): its stored scores are then
+    on another scale than the model's threshold, and the run must be inspected again to be judged
+    by it."""
     if not run_id:
         return False
-    results = project.inspection_results(run_id)
+    results = project.inspection_results(run_id) if results is None else results
     used = (results[0].get("meta") or {}).get("maps") if results else None
     changes = [row for row in project.audit_log("model.update")
                if (row.get("details") or {}).get("id") == model["id"]

@@ -1086,7 +1086,7 @@ class ThresholdPage(QWidget):
                    else f"where F1 is best on {cal.get('n_good', 0) + cal.get('n_labelled', 0)} labelled images")
             use = (st.model["config"].get("map") or {}).get("use")
             maps = f" The model sums these anomaly maps: {map_names(use)}." if use else ""
-            if S.scored_before_map_change(st.project, st.model, st.run_id):
+            if st.stale:
                 maps += (" The inspection shown was scored before these maps were chosen: its scores are on "
                          "another scale; inspect again for verdicts that hold.")
             self.explain.setText(f"The calibrated threshold {cal['threshold']:.4g} was set {how}.{maps}")

@@ -42,6 +42,7 @@ class InspectionState(QObject):
         self.run_id: int | None = None
         self.results: list[dict] = []
         self.scores = np.zeros(0)
+        self.stale = False
         self.threshold = 0.0
         self._moved = False  # the operator moved the threshold and it is not recorded yet
         self.operator = getpass.getuser()
@@ -78,6 +79,8 @@ class InspectionState(QObject):
         self.run_id = run_id
         self.results = self.project.inspection_results(run_id) if run_id else []
         self.scores = np.array([r["score"] for r in self.results], dtype=np.float64)
+        # scored with other maps than the model sums now: the threshold does not apply to them
+        self.stale = bool(self.model) and S.scored_before_map_change(self.project, self.model, run_id, self.results)
         self.results_changed.emit()
 
     def reload_results(self) -> None:
