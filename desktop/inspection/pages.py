@@ -1025,7 +1025,6 @@ class ThresholdPage(QWidget):
         self.explain.setObjectName("Placeholder")
         self.explain.setWordWrap(True)
         self.calibrate_handle = None
-        self._maps_before = None
         self.calibrate_button = QPushButton(ui.icon("run"), "Calibrate on labelled images")
         self.calibrate_button.setToolTip("Set the model's threshold where F1 is best on the labelled images of "
                                          "the inspected data set (written to the model, recorded in the audit trail)")
@@ -1121,7 +1120,6 @@ class ThresholdPage(QWidget):
             return None
         st.commit_threshold()
         params = {"model_id": st.model["id"], **source, "choose_maps": self.choose_maps.isChecked()}
-        self._maps_before = (st.model["config"].get("map") or {}).get("use")
         self.calibrate_button.setEnabled(False)
         self.calibrate_result.setText("")
         self.calibrate_progress.setRange(0, 0)
@@ -1157,9 +1155,8 @@ class ThresholdPage(QWidget):
             best = res["subsets"][0]
             pixel = "" if best["pixel_auroc"] is None else f", pixel AUROC {best['pixel_auroc']:.3f}"
             text += f" Maps chosen: {map_names(res['maps'])} (image AUROC {best['image_auroc']:.3f}{pixel} on them)."
-            every = max((r["maps"] for r in res["subsets"]), key=len)  # what a model without a choice sums
-            if res["maps"] != (self._maps_before or every):
-                text += " The scores shown were made with the earlier maps: inspect again to see the new ones."
+        if self.state.stale:  # the inspection shown was scored with the earlier maps
+            text += " The scores shown were made with the earlier maps: inspect again to see the new ones."
         if res.get("skipped"):
             text += f" {len(res['skipped'])} image(s) could not be read."
         self.calibrate_result.setText(text)
