@@ -51,12 +51,13 @@ def main(argv=None) -> int:
     size = int(insp.prep["size"])
 
     def load(items):
-        arrays, _, _ = D.load_batch([i.path for i in items], insp.prep)
-        keep = [(a, i) for a, i in zip(arrays, items) if a is not None]
-        return torch.from_numpy(np.stack([a for a, _ in keep])), [i for _, i in keep]
+        arrays, shapes, _ = D.load_batch([i.path for i in items], insp.prep)
+        keep = [(a, i, s) for a, i, s in zip(arrays, items, shapes) if a is not None]
+        return (torch.from_numpy(np.stack([a for a, _, _ in keep])), [i for _, i, _ in keep],
+                insp.views_of([s for _, _, s in keep]))
 
-    x_good, _ = load(ds.train)
-    x_test, items = load(ds.test)
+    x_good, _, _ = load(ds.train)
+    x_test, items, views_test = load(ds.test)
     labels = np.array([0 if i.is_good else 1 for i in items])
     masks = np.stack([D.read_mask(i.mask, (size, size)) for i in items])
     has_masks = any(i.mask is not None for i in items)
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         print(f"{name:34s} image AUROC {roc_auc(labels, scores):.3f}   pixel AUROC "
               + ("  n/a" if pix is None else f"{pix:.3f}"), flush=True)
 
-    report("the model's whole map", insp.score_tensor(x_test, keep_maps=True)[1])
+    report("the model's whole map", insp.score_tensor(x_test, keep_maps=True, views=views_test)[1])
     net = insp.context if args.source == "context" and insp.context is not None else insp.net
     batches = lambda x: torch.cat([net.stage_features(x[i:i + 32]) for i in range(0, len(x), 32)])  # noqa: E731
     t0 = time.monotonic()

@@ -58,42 +58,47 @@ def _train(params):
     return h.result
 
 
-def bare_forward_rate(insp, x, repeats=1, vae_only=False):
+def bare_forward_rate(insp, x, views=None, repeats=1, vae_only=False):
     """Images/s of the model's own computation (same batches, same device, inference mode): the
     network, the context segmenter, and with feature statistics the stage features (of both) and
-    their Mahalanobis distances. The pipeline adds resizing, blurring, normalising, combining and
-    the image score to this. vae_only: the VAE's forward pass alone, for the cost of the others."""
+    their Mahalanobis distances to each image's view's Gaussians. The pipeline adds resizing,
+    blurring, normalising, combining and the image score to this. vae_only: the VAE's forward pass
+    alone, for the cost of the others. x sorted by view, as the pipeline sorts it."""
     net, dev = insp.net, insp.device
     gauss = None if vae_only else insp.features
     context = None if vae_only else insp.context
     context_gauss = None if vae_only else insp.context_features
+    views = torch.zeros(x.shape[0], dtype=torch.long) if views is None else views
 
-    def forward(xb):
+    def distances(gaussians, feats, vb):
+        return [gaussians[v].distance(feats[vb == v], picked=True) for v in vb.unique().tolist()]
+
+    def forward(xb, vb):
         if gauss is None:
             out = net(xb)
         else:
-            out = gauss.distance(net(xb, features=True, channels=insp.feature_channels())[4], picked=True)
+            out = distances(gauss, net(xb, features=True, channels=insp.feature_channels())[4], vb)
         if context is None:
             return out
         if context_gauss is None:
             return out, context(xb)
         logits, feats = context(xb, features=True, channels=insp.feature_channels(context_gauss, context))
-        return out, logits, context_gauss.distance(feats, picked=True)
+        return out, logits, distances(context_gauss, feats, vb)
 
     with torch.inference_mode():
-        forward(x[: insp.batch].to(dev))  # warm-up
+        forward(x[: insp.batch].to(dev), views[: insp.batch])  # warm-up
         t0 = time.monotonic()
         for _ in range(repeats):
             for i in range(0, x.shape[0], insp.batch):
-                forward(x[i:i + insp.batch].to(dev))
+                forward(x[i:i + insp.batch].to(dev), views[i:i + insp.batch])
         return repeats * x.shape[0] / (time.monotonic() - t0)
 
 
-def pipeline_rate(insp, x, repeats=1):
-    insp.score_tensor(x[: insp.batch], keep_maps=False)
+def pipeline_rate(insp, x, views=None, repeats=1):
+    insp.score_tensor(x[: insp.batch], keep_maps=False, views=None if views is None else views[: insp.batch])
     t0 = time.monotonic()
     for _ in range(repeats):
-        insp.score_tensor(x, keep_maps=False)
+        insp.score_tensor(x, keep_maps=False, views=views)
     return repeats * x.shape[0] / (time.monotonic() - t0)
 
 
@@ -119,13 +124,17 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
         eval_wall = time.monotonic() - t0
         # Pipeline vs bare network on the same preprocessed tensors (a sample of 64 test images).
         sample = [i.path for i in D.scan(root).test][::max(1, len(ev["_items"]) // 64)][:64]
-        arrays, _, _ = D.load_batch(sample, insp.prep)
+        arrays, shapes, _ = D.load_batch(sample, insp.prep)
         x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
+        views = insp.views_of([s for a, s in zip(arrays, shapes) if a is not None])
+        if views is not None:
+            order = torch.argsort(views, stable=True)
+            x, views = x[order], views[order]
         # Alternate the two measurements and keep each one's best: the cores are shared.
-        bare = max(bare_forward_rate(insp, x) for _ in range(3))
-        pipe = max(pipeline_rate(insp, x) for _ in range(3))
-        bare = max(bare, bare_forward_rate(insp, x))
-        vae = max(bare_forward_rate(insp, x, vae_only=True) for _ in range(2))
+        bare = max(bare_forward_rate(insp, x, views) for _ in range(3))
+        pipe = max(pipeline_rate(insp, x, views) for _ in range(3))
+        bare = max(bare, bare_forward_rate(insp, x, views))
+        vae = max(bare_forward_rate(insp, x, views, vae_only=True) for _ in range(2))
         out[variant] = {
             "image_auroc": ev["image_auroc"], "pixel_auroc": ev["pixel_auroc"], "aupro": ev["aupro"],
             "f1": ev["f1"], "threshold": ev["threshold"], "pass_rate_good": ev["pass_rate_good"],
@@ -137,7 +146,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
             "infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
             "pipeline_vs_bare": round(pipe / bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
             "pipeline_vs_vae_only": round(pipe / vae, 3), "eval_wall_s": round(eval_wall, 1),
-            "image_size": s["image_size"],
+            "image_size": s["image_size"], "views": insp.n_views,
         }
         print(f"  {variant}: {json.dumps({k: v for k, v in out[variant].items() if k != 'per_defect'})}",
               file=sys.stderr, flush=True)
@@ -164,9 +173,9 @@ def labelled_half(insp, root: Path, seed: int) -> dict:
         first.update(idx[: len(idx) // 2])
     half_a = [items[k] for k in sorted(first)]
     half_b = [items[k] for k in range(len(items)) if k not in first]
-    x, read, masks, has_masks, _ = load_labelled(insp, half_a)
+    x, read, masks, has_masks, _, views = load_labelled(insp, half_a)
     labels = np.array([0 if i.is_good else 1 for i in read])
-    choice = mapchoice.choose_maps(insp, x, labels, masks if has_masks else None)
+    choice = mapchoice.choose_maps(insp, x, labels, masks if has_masks else None, views=views)
     saved = dict(insp.config["calibration"]), insp.config["map"].get("use")
     out = {"maps": choice["use"], "images_choosing": len(read), "images_measuring": len(half_b)}
     try:
@@ -174,7 +183,7 @@ def labelled_half(insp, root: Path, seed: int) -> dict:
             insp.config["map"].pop("use", None)
             if use:
                 mapchoice.apply_choice(insp, use)
-            scores = insp.score_tensor(x, keep_maps=False)[0].numpy()
+            scores = insp.score_tensor(x, keep_maps=False, views=views)[0].numpy()
             insp.config["calibration"] = calibrate(scores[labels == 0], scores[labels == 1],
                                                    [1] * int((labels == 1).sum()))
             ev = evaluate(insp, root, items=half_b)

@@ -267,7 +267,7 @@ def test_trained_inspector_sums_its_four_maps_on_their_held_out_scales(trained, 
                     + (cmap[k] - spreads["context"][0]) / spreads["context"][1]
                     + (cfmap[k] - spreads["context_features"][0]) / spreads["context_features"][1])
         assert torch.allclose(torch.from_numpy(maps[str(p)]), expected, atol=1e-4)
-    assert full.features.mean.shape == (cells ** 2, FS.CHANNELS)
+    assert len(full.features) == 1 and full.features[0].mean.shape == (cells ** 2, FS.CHANNELS)
 
 
 def test_models_from_before_the_context_features_still_load_and_score(trained, subset, tmp_path):
@@ -570,7 +570,7 @@ def test_cli_calibrate_sets_f1_threshold_and_keeps_weights_valid(trained, subset
 def _labelled(insp, subset):
     from core.inspect.evaluate import eval_items, load_labelled
 
-    x, items, masks, has_masks, _ = load_labelled(insp, eval_items(D.scan(subset)))
+    x, items, masks, has_masks, _, _ = load_labelled(insp, eval_items(D.scan(subset)))
     assert has_masks
     return x, np.array([0 if i.is_good else 1 for i in items]), masks
 

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "textured surfaces such as tiles, worse on circuit boards)")
     t.add_argument("--no-context", action="store_true",
                    help="without the whole-image context map (10-40 %% more VAE steps in a time budget)")
+    t.add_argument("--one-view", action="store_true",
+                   help="one set of good-part statistics for all images, even where they come in clearly "
+                        "different shapes (default: one set per shape, see README)")
     t.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run")
     common(t)
 
@@ -314,7 +317,7 @@ def _train(args, project) -> int:
               "channels": 3 if args.colour else 1, "normalise": args.normalise, "flips": not args.no_flips,
               "rot90": args.rot90, "sensitivity": args.sensitivity, "baseline": args.baseline,
               "context": not args.no_context, "context_features": args.context_features,
-              "resume": not args.no_resume}
+              "views": not args.one_view, "resume": not args.no_resume}
     if not 0 <= args.sensitivity <= 1:
         raise AppError(f"Sensitivity {args.sensitivity} is outside 0..1.", "Use a value between 0 and 1.")
     handle = _run_job(train.run, params, "inspect.train", "Train inspector", project)
@@ -380,11 +383,11 @@ def _calibrate(args, project) -> int:
     from core.inspect.score import Inspector
 
     insp = Inspector.load(args.model, args.device)
-    x, items, masks, has_masks, skipped = load_labelled(insp, eval_items(D.scan(args.data)))
+    x, items, masks, has_masks, skipped, views = load_labelled(insp, eval_items(D.scan(args.data)))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
     labels = [0 if i.is_good else 1 for i in items]
-    out = mapchoice.recalibrate(insp, x, labels, masks if has_masks else None, args.choose_maps)
+    out = mapchoice.recalibrate(insp, x, labels, masks if has_masks else None, args.choose_maps, views=views)
     lines = []
     for row in out.get("subsets", []):
         pixel = "" if row["pixel_auroc"] is None else f"  pixel AUROC {row['pixel_auroc']:.3f}"

@@ -23,17 +23,18 @@ def eval_items(ds: D.DataSet):
 
 def load_labelled(insp, items):
     """Read labelled items as the model preprocesses them: (x, items read, masks at the model's
-    size, whether any defect has a mask, skipped (path, reason))."""
+    size, whether any defect has a mask, skipped (path, reason), the images' views for the
+    model (None for a one-view model))."""
     size = int(insp.prep["size"])
-    arrays, _, skipped = D.load_batch([i.path for i in items], insp.prep)
-    ok = [(a, i) for a, i in zip(arrays, items) if a is not None]
+    arrays, shapes, skipped = D.load_batch([i.path for i in items], insp.prep)
+    ok = [(a, i, s) for a, i, s in zip(arrays, items, shapes) if a is not None]
     if not ok:
         raise AppError("None of the images to evaluate could be read.", "Check the data folder.")
-    x = torch.from_numpy(np.stack([a for a, _ in ok]))
-    read = [i for _, i in ok]
+    x = torch.from_numpy(np.stack([a for a, _, _ in ok]))
+    read = [i for _, i, _ in ok]
     masks = np.stack([D.read_mask(i.mask, (size, size)) for i in read])
     has_any_mask = any(i.mask is not None for i in read if not i.is_good)
-    return x, read, masks, has_any_mask, skipped
+    return x, read, masks, has_any_mask, skipped, insp.views_of([s for _, _, s in ok])
 
 
 def evaluate(insp, data, ctx=None, with_aupro: bool = True, limit: int | None = None, items=None) -> dict:
@@ -43,10 +44,10 @@ def evaluate(insp, data, ctx=None, with_aupro: bool = True, limit: int | None = 
     if limit:
         items = items[:limit]
     t0 = time.monotonic()
-    x, read, masks, has_any_mask, skipped = load_labelled(insp, items)
+    x, read, masks, has_any_mask, skipped, views = load_labelled(insp, items)
     t_load = time.monotonic() - t0
     t1 = time.monotonic()
-    scores, maps = insp.score_tensor(x, keep_maps=True)
+    scores, maps = insp.score_tensor(x, keep_maps=True, views=views)
     t_score = time.monotonic() - t1
     labels = [0 if i.is_good else 1 for i in read]
     types = [i.label for i in read]

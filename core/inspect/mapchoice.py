@@ -22,14 +22,14 @@ import torch
 from core.errors import AppError
 from core.inspect import store
 from core.inspect.metrics import pixel_auroc, roc_auc
-from core.inspect.score import calibrate, map_combination
+from core.inspect.score import calibrate
 
 MIN_EACH = 5  # labelled good and defective images a choice needs at least
 PIXELS_PER_IMAGE = 4096  # a regular grid of pixels per image for the pixel AUROC (the maps are smooth)
 
 
 def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, choose: bool = False,
-                check_cancelled=None) -> dict:
+                check_cancelled=None, views=None) -> dict:
     """The F1-optimal threshold on labelled images (x, labels and masks as choose_maps takes them),
     with `choose` on the maps chosen first, written to the model's folder (insp.folder) and set
     on `insp`. Returns {"threshold", "method", "maps", and with choose "subsets"}."""
@@ -41,12 +41,12 @@ def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
                        "folders, or labels in the data set).")
     out = {}
     if choose:
-        choice = choose_maps(insp, x, labels, masks, check_cancelled)
+        choice = choose_maps(insp, x, labels, masks, check_cancelled, views)
         apply_choice(insp, choice["use"])
         out["subsets"] = choice["subsets"]
     if check_cancelled:
         check_cancelled()
-    scores = insp.score_tensor(x, keep_maps=False)[0].numpy()
+    scores = insp.score_tensor(x, keep_maps=False, views=views)[0].numpy()
     cal = calibrate(scores[labels == 0], scores[labels == 1], [1] * int((labels == 1).sum()))
     config = store.read_config(insp.folder)
     config["calibration"] = cal
@@ -60,8 +60,10 @@ def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
     return out
 
 
-def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, check_cancelled=None) -> dict:
-    """x: preprocessed labelled images, labels 0 good / 1 defective, masks (N, S, S) or None.
+def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, check_cancelled=None,
+                views=None) -> dict:
+    """x: preprocessed labelled images, labels 0 good / 1 defective, masks (N, S, S) or None,
+    views: the images' views (Inspector.views_of; None for a one-view model).
     Returns {"use": [map names], "subsets": [{"maps", "image_auroc", "pixel_auroc", "score"}, ...]
     best first}; the model is not changed (see apply_choice)."""
     labels = np.asarray(labels, dtype=int)
@@ -74,7 +76,6 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
     if len(names) < 2:
         raise AppError("This model has a single anomaly map; there is nothing to choose.",
                        "Train it with the feature and context maps (the default) to choose among them.")
-    combine = map_combination(insp.config)
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
     size = x.shape[-1]
     step = max(1, int(round(size / PIXELS_PER_IMAGE ** 0.5)))
@@ -84,8 +85,8 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
         for i in range(0, x.shape[0], insp.batch):
             if check_cancelled:
                 check_cancelled()
-            parts = insp.map_parts(x[i:i + insp.batch].to(insp.device))
-            scaled = {k: (m.float() - combine[k][0]) / combine[k][1] for k, m in parts.items()}
+            scaled = insp.scaled_parts(x[i:i + insp.batch].to(insp.device), None,
+                                       None if views is None else views[i:i + insp.batch])
             for s in subsets:
                 total = sum(scaled[k] for k in s)
                 image_scores[s].append(total.flatten(1).amax(1).cpu())

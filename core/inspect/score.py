@@ -17,6 +17,7 @@ from core.errors import AppError
 from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
+from core.inspect import views as V
 
 
 GOOD_CONFIDENCE = 0.99865  # one-sided, as mean + 3 sd of a normal distribution
@@ -79,8 +80,18 @@ FIT_GROUP = 32  # images whose features are summed into the feature Gaussians at
 def map_combination(config: dict) -> dict | None:
     """{map name: [offset, scale] on held-out good images}: the median and the distance from it to
     the 99.9th percentile (models from before 2026-11-27 hold the interquartile range instead, and
-    models from before the context segmenter keep theirs with the feature statistics)."""
+    models from before the context segmenter keep theirs with the feature statistics). A model
+    with several views (core.inspect.views) holds one [offset, scale] per view."""
     return config["map"].get("combine") or config["map"].get("features", {}).get("combine")
+
+
+def _view_prefix(prefix: str, view: int) -> str:
+    """Tensor names of a view's feature Gaussians: view 0 keeps the names from before views."""
+    return prefix if view == 0 else f"{prefix}view{view}."
+
+
+def _per_view(gaussians) -> list | None:
+    return None if gaussians is None else (list(gaussians) if isinstance(gaussians, (list, tuple)) else [gaussians])
 
 
 def inference_batch(size: int, device) -> int:
@@ -102,14 +113,17 @@ class Inspector:
         self.device = device or torch.device("cpu")
         self.prep = config["preprocess"]
         self.batch = inference_batch(self.prep["size"], self.device)
-        # Per-position statistics of the map over good images (None until fitted).
-        self.stats = {k: v.to(self.device) for k, v in stats.items()} if stats else None
-        # Gaussians of the encoder's features per region (core.inspect.feature_stats), or None.
-        self.features = features.to(self.device) if features is not None else None
+        # Per-position statistics of the map over good images, (views, S, S) each (None until fitted).
+        self.stats = ({k: (v if v.dim() == 3 else v[None]).to(self.device) for k, v in stats.items()}
+                      if stats else None)
+        # Gaussians of the encoder's features per region (core.inspect.feature_stats), one per
+        # view, or None.
+        self.features = [g.to(self.device) for g in _per_view(features)] if features is not None else None
         # The whole-image segmenter of foreign regions (model.ContextSegmenter), or None.
         self.context = context.to(self.device).eval() if context is not None else None
-        # Gaussians of the context segmenter's encoder features per region, or None.
-        self.context_features = context_features.to(self.device) if context_features is not None else None
+        # Gaussians of the context segmenter's encoder features per region, one per view, or None.
+        self.context_features = ([g.to(self.device) for g in _per_view(context_features)]
+                                 if context_features is not None else None)
         self._splits = {}  # Gaussians' id -> (the Gaussians, their channels split by stage): feature_channels()
 
     @classmethod
@@ -126,10 +140,10 @@ class Inspector:
             from core.inspect.feature_stats import FeatureGaussians
 
             if config["map"].get("features"):
-                features = FeatureGaussians.from_tensors(tensors, config["map"]["features"]["cells"])
+                features = cls._load_gaussians(tensors, config["map"]["features"], "features.")
             if config["map"].get("context_features"):
-                context_features = FeatureGaussians.from_tensors(
-                    tensors, config["map"]["context_features"]["cells"], "context_features.")
+                context_features = cls._load_gaussians(tensors, config["map"]["context_features"],
+                                                       "context_features.")
             if config.get("context"):
                 context = M.ContextSegmenter(config["context"]["arch"])
                 context.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("context.")})
@@ -151,6 +165,37 @@ class Inspector:
         insp.folder = Path(folder)
         return insp
 
+    @staticmethod
+    def _load_gaussians(tensors: dict, entry: dict, prefix: str) -> list:
+        """One FeatureGaussians per view: view 0 under `prefix`, view v's mean and precision under
+        prefix + "view{v}." (all views share view 0's channels)."""
+        from core.inspect.feature_stats import FeatureGaussians
+
+        cells = entry["cells"] if isinstance(entry["cells"], list) else [entry["cells"]]
+        channels = tensors[prefix + "channels"].long()
+        return [FeatureGaussians(tensors[_view_prefix(prefix, v) + "mean"], tensors[_view_prefix(prefix, v) + "precision"],
+                                 channels, c) for v, c in enumerate(cells)]
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def view_edges(self) -> list[float]:
+        return list(self.config.get("views", {}).get("edges") or [])
+
+    @property
+    def n_views(self) -> int:
+        return len(self.view_edges) + 1
+
+    def views_of(self, shapes) -> torch.Tensor | None:
+        """The view of images with these original (height, width) shapes; None for a one-view model."""
+        return V.views_of_shapes(shapes, self.view_edges) if self.n_views > 1 else None
+
+    def _views(self, n: int, views) -> torch.Tensor:
+        if views is None:
+            if self.n_views > 1:
+                raise ValueError("this model has several views: pass the views of the images (views_of)")
+            return torch.zeros(n, dtype=torch.long)
+        return torch.as_tensor(views, dtype=torch.long).cpu()
+
     @property
     def calibration(self) -> dict:
         return self.config["calibration"]
@@ -170,23 +215,37 @@ class Inspector:
                                          ("context", self.context is not None),
                                          ("context_features", self.context_features is not None)) if there]
 
-    def _maps(self, x: torch.Tensor) -> torch.Tensor:
+    def _maps(self, x: torch.Tensor, views=None) -> torch.Tensor:
         """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
         use = self.config["map"].get("use")
-        parts = self.map_parts(x, use)
-        if len(parts) == 1 and not use:
-            return parts["own"]
-        combine = map_combination(self.config)
-        # Each map centred on its median on held-out good images and scaled so that their 99.9th
-        # percentile is 1, then summed (see fit_combination).
-        return sum((m - combine[k][0]) / combine[k][1] for k, m in parts.items())
+        if not use and len(self.available_maps()) == 1:
+            return self.map_parts(x, use, views)["own"]
+        return sum(self.scaled_parts(x, use, views).values())
 
-    def map_parts(self, x: torch.Tensor, names=None) -> dict:
+    def scaled_parts(self, x: torch.Tensor, names=None, views=None) -> dict:
+        """map_parts, each centred on its median on held-out good images (of the image's view) and
+        scaled so that their 99.9th percentile is 1: the terms of the anomaly map's sum (see
+        fit_combination)."""
+        combine = map_combination(self.config)
+        vs = self._views(x.shape[0], views)
+        out = {}
+        for k, m in self.map_parts(x, names, vs).items():
+            entry = combine[k]
+            if isinstance(entry[0], list):  # one [offset, scale] per view
+                table = torch.tensor(entry, dtype=torch.float32, device=m.device)[vs.to(m.device)]
+                out[k] = (m.float() - table[:, 0, None, None]) / table[:, 1, None, None]
+            else:
+                out[k] = (m.float() - entry[0]) / entry[1]
+        return out
+
+    def map_parts(self, x: torch.Tensor, names=None, views=None) -> dict:
         """The maps that make up the anomaly map: "own" (the VAE's, normalised per position),
         "features" (feature_stats of the VAE encoder), "context" (the context segmenter) and
         "context_features" (feature_stats of its encoder), those the model has; with `names`
-        only those (a network none of them needs is not run)."""
+        only those (a network none of them needs is not run). views: each image's view (see
+        views_of), needed when the model has several."""
         mode = self.config["map"]["mode"]
+        vs = self._views(x.shape[0], views)
 
         def wanted(name):
             return names is None or name in names
@@ -204,17 +263,17 @@ class Inspector:
                 context = self.context(x)
         parts = {}
         if feats is not None or wanted("own"):
-            parts["own"] = self._own_map(x, recon, seg, mode)
+            parts["own"] = self._own_map(x, recon, seg, mode, vs)
         if feats is not None:
-            parts["features"] = self._feature_map(feats, x.shape[-2:], picked=True)
+            parts["features"] = self._feature_map(feats, x.shape[-2:], self.features, vs, picked=True)
         if context is not None and wanted("context"):
             parts["context"] = M.blur(torch.sigmoid(context.float()), float(self.config["map"].get("sigma", 0)))[:, 0]
         if context_feats is not None:
-            parts["context_features"] = self._feature_map(context_feats, x.shape[-2:], picked=True,
-                                                          gaussians=self.context_features)
+            parts["context_features"] = self._feature_map(context_feats, x.shape[-2:], self.context_features, vs,
+                                                          picked=True)
         return {k: v for k, v in parts.items() if wanted(k)}
 
-    def _own_map(self, x, recon, seg, mode) -> torch.Tensor:
+    def _own_map(self, x, recon, seg, mode, views) -> torch.Tensor:
         """The VAE's map: its segmentation head (or squared error), smoothed, per-position normalised."""
         if mode == "seg":
             amap = torch.sigmoid(seg.float())
@@ -226,62 +285,79 @@ class Inspector:
         amap = amap[:, 0]
         if self.stats is not None:
             # Where good parts themselves vary (edges, streaks), a high raw value means less.
-            amap = (amap - self.stats["mean"]) / self.stats["std"]
+            at = views.to(amap.device) if self.stats["mean"].shape[0] > 1 else torch.zeros_like(views).to(amap.device)
+            amap = (amap - self.stats["mean"][at]) / self.stats["std"][at]
         return amap
 
     def feature_channels(self, gaussians=None, net=None) -> list:
         """The Gaussians' channels (the VAE's by default) split by the network's stages, on the
-        device; worked out once per fit, so scoring never waits on data-dependent shapes."""
+        device; worked out once per fit, so scoring never waits on data-dependent shapes. All views
+        use the same channels."""
         gaussians, net = (gaussians or self.features), (net or self.net)
+        gaussians = gaussians[0] if isinstance(gaussians, list) else gaussians
         cached = self._splits.get(id(gaussians))
         if cached is None or cached[0] is not gaussians:
             cached = self._splits[id(gaussians)] = (gaussians, net.split_channels(gaussians.channels, self.device))
         return cached[1]
 
-    def _feature_map(self, feats, size, picked: bool = False, gaussians=None) -> torch.Tensor:
+    def _feature_map(self, feats, size, gaussians: list | None = None, views: torch.Tensor | None = None,
+                     picked: bool = False) -> torch.Tensor:
+        """feats: the images' stage features (picked: only the Gaussians' channels, in order);
+        gaussians: one per view (the VAE encoder's by default)."""
+        gaussians = gaussians or self.features
+        feats = feats.float()
+        if len(gaussians) == 1:
+            d = gaussians[0].distance(feats, picked)
+        else:  # each image against its own view's Gaussians
+            views = self._views(feats.shape[0], views)
+            d = feats.new_empty(feats.shape[0], *feats.shape[-2:])
+            for v in views.unique().tolist():
+                at = (views == v).nonzero().flatten().to(feats.device)
+                d[at] = gaussians[v].distance(feats[at], picked)
         # The log tames the distances' long tail on good images (rare layouts on circuit boards),
         # which otherwise set the held-out threshold so high that few defects were caught.
-        d = torch.log((gaussians or self.features).distance(feats.float(), picked) + 1e-3)
+        d = torch.log(d + 1e-3)
         d = F.interpolate(d[:, None], size=tuple(size), mode="bilinear", align_corners=False)
         return M.blur(d, 2.0)[:, 0]
 
     @torch.inference_mode()
     def fit_feature_stats(self, train: torch.Tensor, hold: torch.Tensor, cells: int | None = None,
-                          channels: int | None = None, seed: int = 0, context_features: bool = False) -> None:
+                          channels: int | None = None, seed: int = 0, context_features: bool = False,
+                          train_views=None, hold_views=None) -> None:
         """Gaussians of the VAE encoder's features over the good training images, and with
-        context_features those of the context segmenter's encoder too (where the model has one);
-        then the spread of all maps on the held-out good images, which puts them on one scale
-        (see feature_stats)."""
+        context_features those of the context segmenter's encoder too (where the model has one),
+        one set per view; then the spread of all maps on the held-out good images, which puts them
+        on one scale (see feature_stats)."""
         self.config["map"].pop("use", None)  # a choice of maps made on the old scales
         self.features = self.context_features = None
         self.config["map"].pop("features", None)
         self.config["map"].pop("context_features", None)
+        train_views = self._views(train.shape[0], train_views)
         self.features, self.config["map"]["features"] = self._fit_gaussians(
-            self.net, train, cells, channels, seed, "features.")
+            self.net, train, train_views, cells, channels, seed, "features.")
         if context_features and self.context is not None:
             # Trained to tell a foreign surface from good, its features describe a tile better than
             # the VAE's (magnetic_tile +0.03 image AUROC), but on circuit boards this map is at
             # chance and its false peaks cost up to 0.03 (bench/README.md): an option, off by default.
             self.context_features, self.config["map"]["context_features"] = self._fit_gaussians(
-                self.context, train, cells, channels, seed + 1, "context_features.")
-        self.fit_combination(hold)
+                self.context, train, train_views, cells, channels, seed + 1, "context_features.")
+        self.fit_combination(hold, hold_views)
 
-    def _fit_gaussians(self, net, train, cells, channels, seed, prefix):
-        """(FeatureGaussians of `net`'s stage features over `train`, their config entry)."""
+    def _fit_gaussians(self, net, train, views, cells, channels, seed, prefix):
+        """([FeatureGaussians of `net`'s stage features over each view's `train` images], their
+        config entry)."""
         from core.inspect import feature_stats as FS
 
         picked = FS.pick_channels(sum(net.stage_widths()), channels or FS.CHANNELS, seed)
         split = net.split_channels(picked, self.device)
-        if not cells:
-            with devices.autocast(self.device):
-                grid = net.stage_features(train[:1].to(self.device), split).shape[-1]
-            cells = FS.cells_for(grid, train.shape[0], picked.numel())
+        with devices.autocast(self.device):
+            grid = net.stage_features(train[:1].to(self.device), split).shape[-1]
 
-        def batches():  # forward passes in small batches; sums over groups of FIT_GROUP images
+        def batches(images):  # forward passes in small batches; sums over groups of FIT_GROUP images
             group, size = [], 0
-            for i in range(0, train.shape[0], self.batch):
+            for i in range(0, images.shape[0], self.batch):
                 with devices.autocast(self.device):
-                    feats = net.stage_features(train[i:i + self.batch].to(self.device), split)
+                    feats = net.stage_features(images[i:i + self.batch].to(self.device), split)
                 group.append(feats.float())  # outside autocast: the sums are accumulated in float64
                 size += feats.shape[0]
                 if size >= FIT_GROUP:
@@ -290,24 +366,38 @@ class Inspector:
             if group:
                 yield torch.cat(group)
 
-        gaussians = FS.FeatureGaussians.fit(batches(), picked, cells, picked=True)
-        return gaussians, {"cells": cells, "channels": int(picked.numel()), "images": int(train.shape[0]),
-                           "tensors": [prefix + "mean", prefix + "precision", prefix + "channels"]}
+        fitted, counts = [], []
+        for v in range(self.n_views):
+            images = train[(views == v).nonzero().flatten()]
+            if images.shape[0] == 0:
+                raise AppError(f"No good training image has the shape of view {v + 1} "
+                               f"({V.describe(self.view_edges)[v]}).", "Retrain: the views come from the training images.")
+            view_cells = cells or FS.cells_for(grid, images.shape[0], picked.numel())
+            fitted.append(FS.FeatureGaussians.fit(batches(images), picked, view_cells, picked=True))
+            counts.append(int(images.shape[0]))
+        entry = {"cells": fitted[0].cells if len(fitted) == 1 else [g.cells for g in fitted],
+                 "channels": int(picked.numel()), "images": counts[0] if len(counts) == 1 else counts,
+                 "tensors": [prefix + "mean", prefix + "precision", prefix + "channels"]
+                 + ([f"{prefix}view<v>.*"] if len(fitted) > 1 else [])}
+        return fitted, entry
 
     @torch.inference_mode()
-    def fit_combination(self, hold: torch.Tensor) -> None:
+    def fit_combination(self, hold: torch.Tensor, views=None) -> None:
         """The median and upper tail (99.9th percentile minus median) of each map on held-out good
         images: the scale on which they are summed. The tail, not the interquartile range: a map
         whose bulk is flat but whose good images have rare high pixels (the context segmenter's)
         was blown up by its narrow IQR and its false peaks decided the image scores (deeppcb image
         AUROC 0.660 with IQR vs 0.861 with the tail, magnetic_tile 0.808 vs 0.812; bench/README.md).
+        With several views, one scale per view (magnetic_tile: image AUROC 0.928 vs 0.920 with one
+        scale for all; bench/README.md); a view without held-out images takes the whole set's.
         Call after the other fits (a model with one map needs none)."""
         self.config["map"].pop("use", None)  # a choice of maps made on the old scales
         self.config["map"].pop("combine", None)
         self.config["map"].get("features", {}).pop("combine", None)
+        views = self._views(hold.shape[0], views)
         collected: dict = {}
         for i in range(0, hold.shape[0], self.batch):
-            for name, m in self.map_parts(hold[i:i + self.batch].to(self.device)).items():
+            for name, m in self.map_parts(hold[i:i + self.batch].to(self.device), None, views[i:i + self.batch]).items():
                 collected.setdefault(name, []).append(m.float().cpu())
         if len(collected) < 2:
             return
@@ -317,37 +407,51 @@ class Inspector:
             median, tail = np.percentile(flat, [50, COMBINE_TAIL])
             return [float(median), max(float(tail - median), 1e-6)]
 
-        self.config["map"]["combine"] = {name: spread(torch.cat(maps)) for name, maps in collected.items()}
+        combine = {}
+        for name, maps in collected.items():
+            maps = torch.cat(maps)
+            whole = spread(maps)
+            combine[name] = whole if self.n_views == 1 else [
+                spread(maps[views == v]) if (views == v).any() else whole for v in range(self.n_views)]
+        self.config["map"]["combine"] = combine
 
     @torch.inference_mode()
-    def fit_position_stats(self, x: torch.Tensor) -> None:
-        """Per-position mean/sd of the map over good images (smoothed, with a floor). Fit these before
-        the feature statistics: their combination is measured on the normalised map."""
+    def fit_position_stats(self, x: torch.Tensor, views=None) -> None:
+        """Per-position mean/sd of the map over good images (smoothed, with a floor), per view. Fit
+        these before the feature statistics: their combination is measured on the normalised map."""
         self.config["map"].pop("use", None)  # a choice of maps made on the old scales
         self.stats = None
         self.features = self.context_features = None
         self.config["map"].pop("features", None)
         self.config["map"].pop("context_features", None)
+        views = self._views(x.shape[0], views)
         context, self.context = self.context, None  # the statistics are of the VAE's own map
         try:
-            _, maps = self.score_tensor(x, keep_maps=True)
+            _, maps = self.score_tensor(x, keep_maps=True, views=views)
         finally:
             self.context = context
-        mean = maps.mean(0)
-        sd = maps.std(0) if maps.shape[0] > 1 else torch.ones_like(mean)
-        mean = M.blur(mean[None, None], 2.0)[0, 0]
-        sd = M.blur(sd[None, None], 2.0)[0, 0]
-        sd = sd + 0.1 * sd.mean() + 1e-6
-        self.stats = {"mean": mean.to(self.device), "std": sd.to(self.device)}
+        means, sds = [], []
+        for v in range(self.n_views):
+            view_maps = maps[views == v]
+            if view_maps.shape[0] == 0:
+                raise AppError(f"No good image has the shape of view {v + 1} ({V.describe(self.view_edges)[v]}).",
+                               "Retrain: the views come from the training images.")
+            mean = view_maps.mean(0)
+            sd = view_maps.std(0) if view_maps.shape[0] > 1 else torch.ones_like(mean)
+            mean = M.blur(mean[None, None], 2.0)[0, 0]
+            sd = M.blur(sd[None, None], 2.0)[0, 0]
+            means.append(mean)
+            sds.append(sd + 0.1 * sd.mean() + 1e-6)
+        self.stats = {"mean": torch.stack(means).to(self.device), "std": torch.stack(sds).to(self.device)}
 
     def tensors(self) -> dict:
         out = dict(self.net.state_dict())
-        if self.stats is not None:
-            out.update({f"stats.{k}": v.cpu() for k, v in self.stats.items()})
-        if self.features is not None:
-            out.update(self.features.tensors())
-        if self.context_features is not None:
-            out.update(self.context_features.tensors("context_features."))
+        if self.stats is not None:  # (S, S) for one view, as before views existed
+            out.update({f"stats.{k}": (v[0] if v.shape[0] == 1 else v).cpu() for k, v in self.stats.items()})
+        for gaussians, prefix in ((self.features, "features."), (self.context_features, "context_features.")):
+            for v, g in enumerate(gaussians or ()):
+                out.update({k: t for k, t in g.tensors(_view_prefix(prefix, v)).items()
+                            if v == 0 or not k.endswith("channels")})
         if self.context is not None:
             out.update({f"context.{k}": v.cpu() for k, v in self.context.state_dict().items()})
         return out
@@ -363,15 +467,22 @@ class Inspector:
         raise AppError(f"Unknown score rule '{how}' in config.json.", "Retrain the model.")
 
     @torch.inference_mode()
-    def score_tensor(self, x: torch.Tensor, keep_maps: bool = True):
-        """Score preprocessed images; returns (scores (N,), maps (N, S, S) or None) on CPU."""
+    def score_tensor(self, x: torch.Tensor, keep_maps: bool = True, views=None):
+        """Score preprocessed images; returns (scores (N,), maps (N, S, S) or None) on CPU.
+        views: each image's view (views_of), needed when the model has several."""
+        views = self._views(x.shape[0], views)
+        order = None
+        if self.n_views > 1 and views.numel() > 1 and bool((views[1:] < views[:-1]).any()):
+            # Batches of one view each where possible: each view's Gaussians are read once a batch.
+            order = torch.argsort(views, stable=True)
+            x, views = x[order], views[order]
         # Results stay on the device until the end (maps: until MAPS_IN_FLIGHT bytes), so a GPU is
         # not stopped after every batch to hand them over.
         scores, maps, pending = [], [], []
         with devices.oom_guard("Inspection"):
             for i in range(0, x.shape[0], self.batch):
                 xb = x[i:i + self.batch].to(self.device, non_blocking=True)
-                m = self._maps(xb)
+                m = self._maps(xb, views[i:i + self.batch])
                 scores.append(self._image_scores(m))
                 if keep_maps:
                     pending.append(m)
@@ -381,7 +492,13 @@ class Inspector:
             if pending:
                 maps.append(torch.cat(pending).float().cpu())
         s = torch.cat(scores).float().cpu() if scores else torch.zeros(0)
-        return s, (torch.cat(maps) if keep_maps and maps else None)
+        m = torch.cat(maps) if keep_maps and maps else None
+        if order is not None:  # back to the caller's order
+            back = torch.empty_like(order)
+            back[order] = torch.arange(order.numel())
+            s = s[back]
+            m = m[back] if m is not None else None
+        return s, m
 
     def verdicts(self, scores, sensitivity: float | None = None):
         sens = self.sensitivity if sensitivity is None else sensitivity
@@ -403,7 +520,8 @@ class Inspector:
             ok = [(p, a, s) for p, a, s in zip(part, arrays, shapes) if a is not None]
             if ok:
                 x = torch.from_numpy(np.stack([a for _, a, _ in ok]))
-                scores, maps = self.score_tensor(x, keep_maps=keep_maps)
+                scores, maps = self.score_tensor(x, keep_maps=keep_maps,
+                                                 views=self.views_of([s for _, _, s in ok]))
                 norm, verdicts = self.verdicts(scores.numpy(), sensitivity)
                 for j, (p, _, shape) in enumerate(ok):
                     rows.append({"path": str(p), "score": float(scores[j]), "normalized_score": float(norm[j]),

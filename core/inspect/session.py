@@ -385,7 +385,7 @@ def train_job(params: dict, ctx) -> dict:
     model_id = project.register_model(MODEL_KIND, name, out, files_sha256=config.get("files_sha256"), config={
         "dataset_id": ds["id"], "dataset": ds["name"], "preset": params.get("preset", "fast"), "settings": p,
         "calibration": config["calibration"], "training": config["training"], "metrics": metrics,
-        "run_id": ctx.run_id, "task": "image"})
+        "run_id": ctx.run_id, "task": "image", **({"views": config["views"]} if config.get("views") else {})})
     project.audit("inspect.train", {"model_id": model_id, "model": name, "dataset_id": ds["id"],
                                     "dataset": ds["name"], "preset": params.get("preset", "fast"),
                                     "settings": p, "steps": result["steps"], "metrics": metrics,
@@ -393,7 +393,8 @@ def train_job(params: dict, ctx) -> dict:
     ctx.metrics.update({k: v for k, v in metrics.items() if k != "per_defect"})
     shutil.rmtree(data_dir, ignore_errors=True)
     return {"model_id": model_id, "name": name, "metrics": metrics, "steps": result["steps"],
-            "threshold": config["calibration"]["threshold"], "train_seconds": result["train_seconds"]}
+            "threshold": config["calibration"]["threshold"], "train_seconds": result["train_seconds"],
+            "views": (config.get("views") or {}).get("ranges", [])}
 
 
 # == inspection =====================================================================================
@@ -476,7 +477,7 @@ def inspect_job(params: dict, ctx) -> dict:
         if not ok:
             continue
         x = torch.from_numpy(np.stack(arrays))
-        scores, maps = insp.score_tensor(x, keep_maps=True)
+        scores, maps = insp.score_tensor(x, keep_maps=True, views=insp.views_of([s for _, s in ok]))
         with torch.inference_mode():
             recon = insp.net(x.to(insp.device))[0].float().cpu().numpy()
         norm = normalized_scores(scores.numpy(), calibration, threshold)
@@ -526,16 +527,18 @@ def calibrate_job(params: dict, ctx) -> dict:
         raise AppError("The data set has no labelled images to calibrate on.",
                        "Label some images good and some as defects (step 1 · Data), then calibrate.")
     size, chans = int(insp.prep["size"]), int(insp.prep.get("channels", 1))
-    arrays, labels, masks, skipped = [], [], [], []
+    arrays, shapes, labels, masks, skipped = [], [], [], [], []
     for k, it in enumerate(items):
         if k % 16 == 0:
             ctx.check_cancelled()
             ctx.progress(k, len(items), "reading the labelled images")
         try:
-            arrays.append(D.preprocess(_decode(item_bytes(project, it["src"]), chans), insp.prep))
+            raw = _decode(item_bytes(project, it["src"]), chans)
+            arrays.append(D.preprocess(raw, insp.prep))
         except AppError as exc:
             skipped.append((it["path"] or it["name"], exc.message))
             continue
+        shapes.append(raw.shape[:2])
         labels.append(int(label_is_defect(it["label"])))
         mask_id = (it["src"] or {}).get("mask_image_id")
         masks.append(D.read_mask(io.BytesIO(project.image_bytes(mask_id)), (size, size)) if mask_id
@@ -547,7 +550,8 @@ def calibrate_job(params: dict, ctx) -> dict:
     ctx.progress(len(items), len(items), "choosing the maps" if choose else "setting the threshold")
     has_masks = any(m.any() for m, y in zip(masks, labels) if y)
     res = mapchoice.recalibrate(insp, torch.from_numpy(np.stack(arrays)), labels,
-                                np.stack(masks) if has_masks else None, choose, ctx.check_cancelled)
+                                np.stack(masks) if has_masks else None, choose, ctx.check_cancelled,
+                                insp.views_of(shapes))
     model = sync_model(project, model)
     ctx.metrics.update({"threshold": res["threshold"], "maps": res["maps"]})
     return {**res, "model_id": model["id"], "n_good": labels.count(0), "n_defect": labels.count(1),

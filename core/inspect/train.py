@@ -27,6 +27,7 @@ from core.errors import AppError
 from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
+from core.inspect import views as V
 from core.inspect.synth import make_defects, make_foreign_regions
 
 DEFAULTS = {
@@ -56,6 +57,7 @@ DEFAULTS = {
     "feature_stats": True,    # add a map of how unusual the features are (feature_stats)
     "context": True,          # add a whole-image segmenter of foreign regions (model.ContextSegmenter)
     "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
+    "views": True,            # statistics per view where good images come in clearly different shapes
     "score": "max",
     "checkpoint_every_s": 60.0,
     "resume": True,
@@ -326,10 +328,11 @@ def run(params: dict, ctx) -> dict:
     ds = D.scan(p["data"])
     D.require_good(ds.train, ds.root)
     ctx.progress(0, 0, f"reading {len(ds.train)} good images")
-    arrays, _, skipped = D.load_batch([i.path for i in ds.train], prep)
+    arrays, shapes, skipped = D.load_batch([i.path for i in ds.train], prep)
     for path, why in skipped:
         ctx.log(f"skipped {path}: {why}")
     good_paths = [i.path for i, a in zip(ds.train, arrays) if a is not None]
+    shapes = [s for s, a in zip(shapes, arrays) if a is not None]
     arrays = [a for a in arrays if a is not None]
     if len(arrays) < 2:
         D.require_good([None] * len(arrays), ds.root)  # message: none / only one
@@ -340,6 +343,21 @@ def run(params: dict, ctx) -> dict:
     n_hold = max(3, int(round(n * float(p["holdout"])))) if n >= 9 else 1
     order = torch.randperm(n, generator=torch.Generator().manual_seed(int(p["seed"]) + 1)).tolist()
     hold_idx, train_idx = sorted(order[:n_hold]), sorted(order[n_hold:])
+    # Images of clearly different shapes are different views of the product (core.inspect.views).
+    edges = V.find_edges([V.aspect(s) for s in shapes]) if p["views"] and not p["baseline"] else []
+    view = V.view_of([V.aspect(s) for s in shapes], edges)
+    if edges:  # every view needs held-out images of its own: the same share of each
+        hold_idx = []
+        for v in range(len(edges) + 1):
+            members = (view == v).nonzero().flatten().tolist()
+            share = max(3, int(round(len(members) * float(p["holdout"]))))
+            pick = torch.randperm(len(members), generator=torch.Generator().manual_seed(int(p["seed"]) + 1 + v))
+            hold_idx += [members[i] for i in pick[:share].tolist()]
+        hold_idx = sorted(hold_idx)
+        train_idx = sorted(set(range(n)) - set(hold_idx))
+        ctx.log("views by image shape: " + "; ".join(
+            f"{r} ({int((view == v).sum())} images)" for v, r in enumerate(V.describe(edges))))
+    train_views, hold_views = view[train_idx], view[hold_idx]
     train_imgs = _stack([arrays[i] for i in train_idx])
     hold_imgs = _stack([arrays[i] for i in hold_idx])
 
@@ -463,6 +481,9 @@ def run(params: dict, ctx) -> dict:
                      "data_fingerprint": D.fingerprint(good_paths), "data": str(ds.root)},
         "sensitivity": float(p["sensitivity"]),
     }
+    if edges:
+        config["views"] = {"by": "aspect ratio (width / height)", "edges": edges, "ranges": V.describe(edges),
+                           "images": [int((view == v).sum()) for v in range(len(edges) + 1)]}
     if context:
         config["context"] = {"arch": context[0].arch, "batch": context_size,
                              "steps_per_step": CONTEXT_STEPS_PER_STEP,
@@ -470,27 +491,33 @@ def run(params: dict, ctx) -> dict:
     insp = Inspector(net, config, dev, context=context[0] if context else None)
     if fits_positions:
         ctx.progress(step, step, "measuring the map on good images")
-        sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))[:64]
-        insp.fit_position_stats(train_imgs[sel])
+        sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))
+        if edges:  # up to 64 of each view
+            sel = torch.cat([sel[train_views[sel] == v][:64] for v in range(len(edges) + 1)])
+        else:
+            sel = sel[:64]
+        insp.fit_position_stats(train_imgs[sel], train_views[sel] if edges else None)
         # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
         config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
     if fits_features:
         ctx.progress(step, step, "modelling the features of good images")
         ctx.check_cancelled()
         insp.fit_feature_stats(train_imgs, hold_imgs, seed=int(p["seed"]),  # and the maps' combination
-                               context_features=bool(p["context_features"]))
+                               context_features=bool(p["context_features"]),
+                               train_views=train_views if edges else None, hold_views=hold_views if edges else None)
     elif context:
-        insp.fit_combination(hold_imgs)
+        insp.fit_combination(hold_imgs, hold_views if edges else None)
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
-    hold_scores = insp.score_tensor(hold_imgs)[0]
+    hold_scores = insp.score_tensor(hold_imgs, views=hold_views if edges else None)[0]
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
     lab_scores, lab_labels = [], []
     if labelled:
-        la, _, _ = D.load_batch([i.path for i in labelled], prep)
-        keep = [(a, i) for a, i in zip(la, labelled) if a is not None]
+        la, la_shapes, _ = D.load_batch([i.path for i in labelled], prep)
+        keep = [(a, i, s) for a, i, s in zip(la, labelled, la_shapes) if a is not None]
         if keep:
-            lab_scores = insp.score_tensor(_stack([a for a, _ in keep]))[0].tolist()
-            lab_labels = [0 if i.is_good else 1 for _, i in keep]
+            lab_scores = insp.score_tensor(_stack([a for a, _, _ in keep]),
+                                           views=insp.views_of([s for _, _, s in keep]))[0].tolist()
+            lab_labels = [0 if i.is_good else 1 for _, i, _ in keep]
     config["calibration"] = calibrate(hold_scores.tolist(), lab_scores, lab_labels)
     tensors = insp.tensors()
     saved = store.save_model(out, tensors, config)

@@ -563,6 +563,9 @@ class TrainPage(QWidget):
             text += (f"<br>On the labelled test images: image AUROC <b>{f(m.get('image_auroc'))}</b>, pixel AUROC "
                      f"{f(m.get('pixel_auroc'))}, good parts passed {f(m.get('pass_rate_good'), True)}, "
                      f"defects caught {f(m.get('catch_rate_defect'), True)}.")
+        if len(r.get("views") or []) > 1:
+            text += (f"<br>The good images come in {len(r['views'])} shapes, each judged against good parts of "
+                     f"its own shape: {'; '.join(r['views'])}.")
         self.result.setText(text)
         self.trained.emit(r["model_id"])
 
