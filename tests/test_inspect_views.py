@@ -26,6 +26,9 @@ def test_views_are_cut_at_wide_gaps_in_aspect_ratio():
     assert V.find_edges([0.4] * 10 + [1.0] * 80) == []  # too few images for a view of their own
     assert V.find_edges([0.4] * 20 + [1.0] * 20) == []
     assert V.find_edges(np.linspace(0.5, 2.0, 300)) == []  # shapes vary, but without a gap
+    # a few images spread at random over a continuum: its widest gaps are chance, not views
+    spread = np.exp(np.random.default_rng(0).uniform(np.log(0.5), np.log(2.0), 60))
+    assert np.diff(np.sort(np.log(spread))).max() > V.MIN_GAP and V.find_edges(spread) == []
     assert V.find_edges([1.0] * 40 + [1.04] * 40) == []  # 4 % apart: cropping noise, not a view
     five = V.find_edges([0.3] * 40 + [0.6] * 40 + [1.0] * 40 + [1.5] * 40 + [2.5] * 40)
     assert len(five) == V.MAX_VIEWS - 1 and five == sorted(five)

@@ -8,7 +8,7 @@ features is another anomaly map, which the inspector adds to its other maps (eac
 scaled by its median and upper tail on held-out good images; see score.Inspector.fit_combination).
 Why: on magnetic_tile the segmentation map alone misses large low-contrast "uneven" areas that the
 feature statistics see (figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB at
-most per encoder (32 x 32 regions of 100 channels); on a 2-core CPU at 128 px their distances and the context
+most per encoder and view (32 x 32 regions of 100 channels; core.inspect.views); on a 2-core CPU at 128 px their distances and the context
 map together cost about half the VAE's forward pass.
 """
 

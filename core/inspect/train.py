@@ -236,11 +236,14 @@ def load_checkpoint(folder: Path, net, opt, g, p, context=None):
 
 @torch.inference_mode()
 def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
-                        n_labelled: int, context=None, context_features: bool = False) -> float:
+                        n_labelled: int, context=None, context_features: bool = False,
+                        view_sizes: list[int] | None = None) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
-    images: the position statistics (64 images), the feature stages over every training image (the
-    VAE encoder's, and the context segmenter's with context_features), the Gaussians' sums and the maps
-    of the held-out ones (feature statistics), the held-out and labelled images' scores."""
+    images: the position statistics (64 images of each view), the feature stages over every training
+    image (the VAE encoder's, and the context segmenter's with context_features), the Gaussians' sums
+    (per view: view_sizes, the training images of each) and the maps of the held-out ones (feature
+    statistics), the held-out and labelled images' scores."""
+    view_sizes = view_sizes or [images.shape[0]]
     from core.inspect import feature_stats as FS
     from core.inspect.score import FIT_GROUP, inference_batch
 
@@ -258,7 +261,7 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
         return (time.monotonic() - t) / x.shape[0]
 
     full = per_image(net)
-    maps = (min(64, images.shape[0]) if positions else 0) + n_hold + n_labelled
+    maps = (sum(min(64, n) for n in view_sizes) if positions else 0) + n_hold + n_labelled
     combined = n_hold if (features or context is not None) else 0  # measuring the maps' spreads
     seconds = full * (maps + combined)
     if context is not None:
@@ -271,16 +274,20 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
         picked = FS.pick_channels(sum(source.stage_widths()), FS.CHANNELS, 0)
         feats = source.stage_features(x, picked).float()
         feats = feats.repeat(-(-FIT_GROUP // feats.shape[0]), 1, 1, 1)[:FIT_GROUP]  # summed a group at a time
-        cells = FS.cells_for(feats.shape[-1], images.shape[0], picked.numel())
 
-        def fitting(batches: int) -> float:
+        def fitting(batches: int, cells: int) -> float:
             t = time.monotonic()
             FS.FeatureGaussians.fit([feats] * batches, picked, cells, picked=True)
             devices.synchronize(dev)
             return time.monotonic() - t
 
-        once, twice = fitting(1), fitting(2)
-        seconds += once + max(0.0, twice - once) * images.shape[0] / feats.shape[0]
+        timed: dict = {}  # cells -> (one group's fit, one more group's sums)
+        for n in view_sizes:
+            cells = FS.cells_for(feats.shape[-1], n, picked.numel())
+            if cells not in timed:
+                once = fitting(1, cells)
+                timed[cells] = (once, max(0.0, fitting(2, cells) - once))
+            seconds += timed[cells][0] + timed[cells][1] * n / feats.shape[0]
     net.train(was_training)
     if context is not None:
         context.train()
@@ -394,7 +401,8 @@ def run(params: dict, ctx) -> dict:
         # The budget is the job's: reading the images so far, and the work after the loop, come out of it.
         after = _after_loop_seconds(net, train_imgs, dev, amp, fits_positions, fits_features,
                                     len(hold_idx), len(ds.test) if ds.layout == "plain" else 0,
-                                    context[0] if context else None, bool(p["context_features"]))
+                                    context[0] if context else None, bool(p["context_features"]),
+                                    [int((train_views == v).sum()) for v in range(len(edges) + 1)])
         budget = max(0.0, budget - (time.monotonic() - job_start) - after)
         ctx.log(f"training for {budget:.0f} s of the {float(p['time_budget']):.0f} s budget; "
                 f"about {after:.0f} s are kept for fitting the statistics and calibrating")

@@ -9,7 +9,8 @@ they rank magnetic_tile's images much better (the same trained networks, all fou
 0.863 -> 0.937; bench/README.md). The networks themselves are shared by all views.
 
 Views are found in the training images' aspect ratios: sorted on a log scale, the ratios are cut
-at the widest gaps of at least MIN_GAP, as long as every view keeps MIN_IMAGES images. A set whose
+at the widest gaps of at least MIN_GAP (and GAP_OVER_MEDIAN times the median gap, so a few images
+spread over a continuum of shapes are not cut at random), as long as every view keeps MIN_IMAGES. A set whose
 images all have one shape (most, and deeppcb) has a single view and scores as before.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 MIN_GAP = math.log(1.05)  # aspect ratios 5 % apart with no image between them: a different view
+GAP_OVER_MEDIAN = 10
 MIN_IMAGES = 30  # good images a view needs for its own statistics
 MAX_VIEWS = 4
 
@@ -36,9 +38,10 @@ def find_edges(aspects, min_images: int = MIN_IMAGES, max_views: int = MAX_VIEWS
     if logs.size < 2 * min_images:
         return []
     gaps = np.diff(logs)
+    wide = max(MIN_GAP, GAP_OVER_MEDIAN * float(np.median(gaps)))
     cuts: list[int] = []  # a cut after index i puts logs[:i + 1] on its left
     for i in np.argsort(-gaps, kind="stable"):
-        if gaps[i] < MIN_GAP or len(cuts) == max_views - 1:
+        if gaps[i] < wide or len(cuts) == max_views - 1:
             break
         bounds = sorted(cuts + [int(i)])
         sizes = np.diff([-1] + bounds + [logs.size - 1])
