@@ -137,8 +137,6 @@ class Inspector:
         stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
         features = context = context_features = None
         try:
-            from core.inspect.feature_stats import FeatureGaussians
-
             if config["map"].get("features"):
                 features = cls._load_gaussians(tensors, config["map"]["features"], "features.")
             if config["map"].get("context_features"):
@@ -285,7 +283,7 @@ class Inspector:
         amap = amap[:, 0]
         if self.stats is not None:
             # Where good parts themselves vary (edges, streaks), a high raw value means less.
-            at = views.to(amap.device) if self.stats["mean"].shape[0] > 1 else torch.zeros_like(views).to(amap.device)
+            at = (views if self.stats["mean"].shape[0] > 1 else torch.zeros_like(views)).to(amap.device)
             amap = (amap - self.stats["mean"][at]) / self.stats["std"][at]
         return amap
 

@@ -5,13 +5,14 @@ shape: magnetic_tile's good images fall into four clusters of aspect ratio (abou
 1.2-1.7 and 2.2-2.6). Every image is resized to one square, so a position of the square shows a
 different part of the product in each view, and statistics per position fitted over all views at
 once (the VAE map's mean and sd, the feature Gaussians) describe none of them well. Split by view
-they rank magnetic_tile's images much better (the same trained networks, all four maps: image AUROC
-0.863 -> 0.937; bench/README.md). The networks themselves are shared by all views.
+they rank magnetic_tile's images much better (all four maps, image / pixel AUROC: the same trained
+networks 0.863 / 0.801 -> 0.928 / 0.821; trained afresh 0.918-0.923 / 0.833-0.841; bench/README.md).
+The networks themselves are shared by all views.
 
 Views are found in the training images' aspect ratios: sorted on a log scale, the ratios are cut
 at the widest gaps of at least MIN_GAP (and GAP_OVER_MEDIAN times the median gap, so a few images
-spread over a continuum of shapes are not cut at random), as long as every view keeps MIN_IMAGES. A set whose
-images all have one shape (most, and deeppcb) has a single view and scores as before.
+spread over a continuum of shapes are not cut at random), as long as every view keeps MIN_IMAGES.
+A set whose images all have one shape (most, and deeppcb) has a single view and scores as before.
 """
 
 from __future__ import annotations
