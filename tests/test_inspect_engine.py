@@ -782,6 +782,22 @@ def test_foreign_regions_replace_a_large_part_by_another_image():
     assert (out[target.bool()] - 2.0).abs().max() < 2.0  # the donor, a little brighter or darker
 
 
+def test_foreign_regions_come_from_an_image_of_the_same_view():
+    from core.inspect.synth import make_foreign_regions
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.zeros(24, 1, 48, 48)
+    views = torch.arange(24) % 3
+    pool_views = torch.tensor([0, 1, 2, 0, 1, 2])
+    pool = (10.0 ** (pool_views.float() + 1)).view(6, 1, 1, 1).expand(6, 1, 48, 48).clone()  # 10, 100, 1000
+    out, target = make_foreign_regions(x, pool, g, p_region=1.0, pool_views=pool_views, views=views)
+    for i in range(24):
+        inside = out[i][target[i].bool()]
+        assert inside.numel() > 0
+        # a gain of exp(0.15 N(0,1)) and an offset of 0.2 N(0,1) keep a view's level far from the others'
+        ratio = inside / 10.0 ** (int(views[i]) + 1)
+        assert ratio.min() > 0.3 and ratio.max() < 3.0, (i, int(views[i]), float(inside.mean()))
+
 def test_context_segmenter_sees_the_whole_row_and_column():
     from core.inspect import model as M
 

@@ -143,12 +143,15 @@ def _large_blob_mask(n, height, width, g):
     return _blob_mask(n, height, g, width, grid=(2, 5), cover=(0.10, 0.45))
 
 
-def make_foreign_regions(x: torch.Tensor, pool: torch.Tensor, g: torch.Generator, p_region: float = 0.65):
+def make_foreign_regions(x: torch.Tensor, pool: torch.Tensor, g: torch.Generator, p_region: float = 0.65,
+                         pool_views: torch.Tensor | None = None, views: torch.Tensor | None = None):
     """Whole images x (N, C, H, W) in which a large region (an edge band or a big blob) is replaced by
     the same place of another good image from `pool`, with its brightness and contrast changed a
     little: a surface finished differently in one part. Each side is good on its own; only the
-    comparison within the image shows the defect. Returns (images, target mask (N, 1, H, W)), the
-    target only where the two really differ."""
+    comparison within the image shows the defect. With views (x's and the pool's, see
+    core.inspect.views) the other image is of the same view: one of another shape, squeezed
+    differently, would differ in geometry, which is easy to see and not what a defect looks like.
+    Returns (images, target mask (N, 1, H, W)), the target only where the two really differ."""
     n, _, h, w = x.shape
     out, target = x.clone(), torch.zeros(n, 1, h, w)
     for i in range(n):
@@ -156,7 +159,11 @@ def make_foreign_regions(x: torch.Tensor, pool: torch.Tensor, g: torch.Generator
             continue
         band = float(torch.rand(1, generator=g)) < 0.5
         m = (_edge_band_mask if band else _large_blob_mask)(1, h, w, g)[0]
-        donor = pool[int(torch.randint(0, pool.shape[0], (1,), generator=g))]
+        if views is not None and pool_views is not None:
+            same = (pool_views == views[i]).nonzero().flatten()
+            donor = pool[int(same[int(torch.randint(0, same.numel(), (1,), generator=g))])]
+        else:
+            donor = pool[int(torch.randint(0, pool.shape[0], (1,), generator=g))]
         if float(torch.rand(1, generator=g)) < 0.5:
             donor = donor.flip(-1)
         gain = math.exp(0.15 * float(torch.randn(1, generator=g)))

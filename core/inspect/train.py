@@ -81,13 +81,17 @@ def _stack(arrays):
 class PatchSampler:
     """Random patches (with flips / 90-degree turns when allowed) from images cached in memory."""
 
-    def __init__(self, images: torch.Tensor, patch: int, flips: bool, rot90: bool, g: torch.Generator):
+    def __init__(self, images: torch.Tensor, patch: int, flips: bool, rot90: bool, g: torch.Generator,
+                 views: torch.Tensor | None = None):
         self.images, self.patch, self.flips, self.rot90, self.g = images, patch, flips, rot90, g
+        self.views = views  # each image's view, or None for one view
+        self.last_views = None  # the views of the images of the last sample (None for one view)
 
     def sample(self, n: int) -> torch.Tensor:
         imgs, p, g = self.images, self.patch, self.g
         size = imgs.shape[-1]
         idx = torch.randint(0, imgs.shape[0], (n,), generator=g).tolist()
+        self.last_views = self.views[idx] if self.views is not None else None
         if p >= size:
             out = imgs[idx].clone()
         else:
@@ -116,7 +120,9 @@ def context_batch(whole: PatchSampler, n: int, g: torch.Generator):
         dy, dx = torch.randint(-reach, reach + 1, (2,), generator=g).tolist()
         x[i] = torch.roll(x[i], (dy, dx), dims=(-2, -1))
     half = (n + 1) // 2
-    xa, ta = make_foreign_regions(x[:half], whole.images, g)
+    views = whole.last_views
+    xa, ta = make_foreign_regions(x[:half], whole.images, g, pool_views=whole.views,
+                                  views=views[:half] if views is not None else None)
     xb, tb = make_defects(x[half:], g, 0.7)
     return torch.cat([xa, xb]), torch.cat([ta, tb])
 
@@ -387,7 +393,8 @@ def run(params: dict, ctx) -> dict:
     ckpt_dir = out / "checkpoint"
     start_step, prev_elapsed = (load_checkpoint(ckpt_dir, net, opt, g, p, context) if p["resume"] else (0, 0.0))
     sampler = PatchSampler(train_imgs, p["patch"], prep["flips"], prep["rot90"], g)
-    whole_images = PatchSampler(train_imgs, size, prep["flips"], prep["rot90"], context[2]) if context else None
+    whole_images = (PatchSampler(train_imgs, size, prep["flips"], prep["rot90"], context[2],
+                                 train_views if edges else None) if context else None)
     batch = int(p["batch"])
     patches_per_image = max(1, (size // p["patch"]) ** 2)
     steps_per_epoch = max(1, math.ceil(len(train_idx) * patches_per_image / batch))
