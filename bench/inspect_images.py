@@ -142,6 +142,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
             "per_defect": {k: {kk: vv for kk, vv in v.items()} for k, v in ev["per_defect"].items()},
             "train_steps": res["steps"], "train_seconds": res["train_seconds"],
             "train_images_per_s": res["train_images_per_s"], "train_wall_s": round(train_wall, 1),
+            "after_loop": res.get("after_loop"),
             "infer_images_per_s_end_to_end": round(len(ev["_items"]) / (ev["load_seconds"] + ev["score_seconds"]), 2),
             "infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
             "pipeline_vs_bare": round(pipe / bare, 3), "infer_images_per_s_vae_only": round(vae, 2),

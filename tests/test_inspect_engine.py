@@ -167,6 +167,8 @@ def test_time_budget_covers_the_whole_job(subset, tmp_path):
     kept = [line for line in ctx.logs if "kept for fitting" in line]
     assert kept, ctx.logs
     assert res["train_seconds"] < budget - 1.0  # the loop left the post-fit reserve (at least its 1 s)
+    # the result says what the work after the loop took against what was kept for it
+    assert res["after_loop"]["reserved"] >= 1.0 and 0 < res["after_loop"]["seconds"] < wall
     # Progress carries the loss and the job's ETA as data, not only in the message; the ETA
     # counts the reserve, so it never reaches zero while the loop runs.
     assert ctx.previews and all(v["loss"] > 0 and v["eta"] >= 1 for v in ctx.previews)

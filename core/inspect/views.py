@@ -13,6 +13,11 @@ Views are found in the training images' aspect ratios: sorted on a log scale, th
 at the widest gaps of at least MIN_GAP (and GAP_OVER_MEDIAN times the median gap, so a few images
 spread over a continuum of shapes are not cut at random), as long as every view keeps MIN_IMAGES.
 A set whose images all have one shape (most, and deeppcb) has a single view and scores as before.
+
+Views also pick the donors of the context segmenter's foreign regions (core.inspect.synth): a band
+copied from an image of another view is squeezed differently, which is easy to see and teaches
+nothing about a surface finished differently (magnetic_tile, context map alone: 0.79-0.81 -> 0.83-0.86
+pixel AUROC).
 """
 
 from __future__ import annotations
