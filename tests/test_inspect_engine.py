@@ -263,12 +263,19 @@ def test_trained_inspector_sums_its_four_maps_on_their_held_out_scales(trained, 
         fmap = full._feature_map(net.eval().stage_features(x), x.shape[-2:])
         cmap = M.blur(torch.sigmoid(full.context(x)), cfg["map"]["sigma"])[:, 0]
         cfmap = full._feature_map(full.context.stage_features(x), x.shape[-2:], gaussians=full.context_features)
+    # the image score sums the maps less the context segmenter's; the heat map sums all four, on
+    # the score's scale (heat_to_score)
+    assert cfg["map"]["score_leaves_out"] == ["context"]
+    assert full.score_maps() == ["own", "features", "context_features"]
+    a, b = cfg["map"]["heat_to_score"]
+    assert a > 0
     for k, p in enumerate(paths):
-        expected = ((torch.from_numpy(own_maps[str(p)]) - spreads["own"][0]) / spreads["own"][1]
-                    + (fmap[k] - spreads["features"][0]) / spreads["features"][1]
-                    + (cmap[k] - spreads["context"][0]) / spreads["context"][1]
-                    + (cfmap[k] - spreads["context_features"][0]) / spreads["context_features"][1])
-        assert torch.allclose(torch.from_numpy(maps[str(p)]), expected, atol=1e-4)
+        scored = ((torch.from_numpy(own_maps[str(p)]) - spreads["own"][0]) / spreads["own"][1]
+                  + (fmap[k] - spreads["features"][0]) / spreads["features"][1]
+                  + (cfmap[k] - spreads["context_features"][0]) / spreads["context_features"][1])
+        heat = scored + (cmap[k] - spreads["context"][0]) / spreads["context"][1]
+        assert torch.allclose(torch.from_numpy(maps[str(p)]), heat * a + b, atol=1e-4)
+        assert rows[k]["score"] == pytest.approx(float(scored.max()), abs=1e-4)
     assert len(full.features) == 1 and full.features[0].mean.shape == (cells ** 2, FS.CHANNELS)
 
 
@@ -280,6 +287,8 @@ def test_models_from_before_the_context_features_still_load_and_score(trained, s
     cfg, tensors = store.load_model(out)
     cfg["map"].pop("context_features")
     cf = cfg["map"]["combine"].pop("context_features")
+    a, b = cfg["map"].pop("heat_to_score")  # they summed the same maps for score and heat map
+    cfg["map"].pop("score_leaves_out")
     for key in ("files_sha256", "library_versions"):
         cfg.pop(key, None)
     store.save_model(tmp_path / "three", {k: v for k, v in tensors.items() if not k.startswith("context_features.")}, cfg)
@@ -294,7 +303,8 @@ def test_models_from_before_the_context_features_still_load_and_score(trained, s
         term = (new._feature_map(new.context.stage_features(x), x.shape[-2:], gaussians=new.context_features)
                 - cf[0]) / cf[1]
     for k, p in enumerate(paths):
-        assert torch.allclose(torch.from_numpy(three_maps[str(p)]), torch.from_numpy(new_maps[str(p)]) - term[k], atol=1e-4)
+        new_sum = (torch.from_numpy(new_maps[str(p)]) - b) / a
+        assert torch.allclose(torch.from_numpy(three_maps[str(p)]), new_sum - term[k], atol=1e-4)
     # context features without the context segmenter they describe: an inconsistent folder
     cfg["map"]["context_features"] = {"cells": 1}
     cfg["map"]["combine"]["context_features"] = cf
@@ -312,6 +322,8 @@ def test_models_from_before_the_context_map_still_load_and_score(trained, subset
     cfg["map"]["features"]["combine"] = {"own": combine["own"], "features": combine["features"]}
     cfg.pop("context")
     cfg["map"].pop("context_features")
+    a, b = cfg["map"].pop("heat_to_score")
+    cfg["map"].pop("score_leaves_out")
     for key in ("files_sha256", "library_versions"):
         cfg.pop(key, None)
     store.save_model(tmp_path / "old", {k: v for k, v in tensors.items()
@@ -332,7 +344,8 @@ def test_models_from_before_the_context_map_still_load_and_score(trained, subset
         term += (new._feature_map(new.context.stage_features(x), x.shape[-2:], gaussians=new.context_features)
                  - cf[0]) / cf[1]
     for k, p in enumerate(paths):  # the same map less the context segmenter's two terms
-        assert torch.allclose(torch.from_numpy(old_maps[str(p)]), torch.from_numpy(new_maps[str(p)]) - term[k], atol=1e-4)
+        new_sum = (torch.from_numpy(new_maps[str(p)]) - b) / a
+        assert torch.allclose(torch.from_numpy(old_maps[str(p)]), new_sum - term[k], atol=1e-4)
 
 
 def test_good_parts_stay_pass_under_lighting_drift_and_small_shifts(trained, subset, tmp_path):
@@ -584,7 +597,7 @@ def _use(maps):
 
 def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
     from core.inspect import mapchoice
-    from core.inspect.metrics import roc_auc
+    from core.inspect.metrics import pixel_auroc, roc_auc
 
     insp = Inspector.load(trained[0], "cpu")
     x, labels, masks = _labelled(insp, subset)
@@ -598,16 +611,25 @@ def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
     scaled = {k: (m - combine[k][0]) / combine[k][1] for k, m in parts.items()}
     for row in rows:  # each row measures the sum of its maps on their held-out scales
         total = sum(scaled[k] for k in row["maps"])
-        assert row["image_auroc"] == pytest.approx(roc_auc(labels, total.flatten(1).amax(1).numpy()))
+        # the image score as the model would have it: without the context map, unless it is alone
+        scored = [k for k in row["maps"] if k != "context"] or ["context"]
+        score_map = sum(scaled[k] for k in scored)
+        assert row["image_auroc"] == pytest.approx(roc_auc(labels, score_map.flatten(1).amax(1).numpy()))
+        assert row["pixel_auroc"] == pytest.approx(pixel_auroc(total.half().float().numpy(), masks),
+                                                               abs=1e-4)
         assert row["score"] == pytest.approx(row["image_auroc"] + row["pixel_auroc"])
 
     mapchoice.apply_choice(insp, ["context_features", "context", "features", "own"])
     assert "use" not in insp.config["map"]  # all of them is no choice
     mapchoice.apply_choice(insp, ["context", "own"])
-    assert insp.maps_in_use() == ["own", "context"]
+    assert insp.maps_in_use() == ["own", "context"] and insp.score_maps() == ["own"]
     scores, maps = insp.score_tensor(x)
-    assert torch.allclose(maps, scaled["own"] + scaled["context"], atol=1e-5)
-    assert torch.allclose(scores, maps.flatten(1).amax(1))
+    a, b = insp.config["map"]["heat_to_score"]
+    assert torch.allclose(maps, (scaled["own"] + scaled["context"]) * a + b, atol=1e-5)
+    assert torch.allclose(scores, scaled["own"].flatten(1).amax(1))
+    mapchoice.apply_choice(insp, ["context"])  # alone, it is the score too
+    scores, maps = insp.score_tensor(x)
+    assert torch.allclose(maps, scaled["context"], atol=1e-5) and torch.allclose(scores, maps.flatten(1).amax(1))
     with pytest.raises(AppError, match="Unknown anomaly maps"):
         mapchoice.apply_choice(insp, ["own", "colour"])
     with pytest.raises(AppError, match="No anomaly map was chosen"):
@@ -649,6 +671,14 @@ def test_cli_calibrate_can_choose_the_maps_and_the_model_keeps_them(trained, sub
     bad = [s for s, y in zip(ev["_scores"], labels) if y == 1]
     # the threshold is the F1-optimal one on the chosen maps' scores
     assert out["threshold"] == pytest.approx(calibrate(good, bad, [1] * len(bad))["threshold"])
+    # and the heat map is on the chosen score's scale: its peaks on the labelled good images have
+    # the mean and spread of their scores
+    assert ("heat_to_score" in cfg["map"]) == (insp.score_maps() != insp.maps_in_use())
+    x, labels, _ = _labelled(insp, subset)
+    scores, heat = insp.score_tensor(x[labels == 0])
+    peaks = heat.flatten(1).amax(1)
+    assert float(peaks.mean()) == pytest.approx(float(scores.mean()), abs=1e-4)
+    assert float(peaks.std()) == pytest.approx(float(scores.std()), rel=1e-3)
     cfg["map"]["use"] = ["own", "colour"]
     (copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(AppError, match="do not fit"):

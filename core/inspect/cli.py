@@ -258,7 +258,8 @@ def run_job(params, ctx):
                         "skipped": len(skipped)})
     return {"results": rows, "skipped": [{"path": p, "reason": r} for p, r in skipped],
             "threshold": insp.calibration["threshold"], "threshold_source": source,
-            "sensitivity": insp.sensitivity, "maps": insp.maps_in_use(), "_maps": maps,
+            "sensitivity": insp.sensitivity, "maps": insp.maps_in_use(), "score_maps": insp.score_maps(),
+            "_maps": maps,
             "_calibration": insp.calibration}
 
 

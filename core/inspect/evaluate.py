@@ -56,6 +56,7 @@ def evaluate(insp, data, ctx=None, with_aupro: bool = True, limit: int | None = 
     res = image_metrics(scores.numpy(), labels, types, thr, maps.numpy() if has_any_mask else None,
                         masks if has_any_mask else None, with_aupro=with_aupro)
     res.update({"skipped": [{"path": p, "reason": r} for p, r in skipped], "maps": insp.maps_in_use(),
+                "score_maps": insp.score_maps(),
                 "infer_images_per_s": round(len(read) / max(t_score, 1e-9), 2),
                 "load_seconds": round(t_load, 2), "score_seconds": round(t_score, 2)})
     res["_scores"] = scores.numpy()

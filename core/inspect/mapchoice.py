@@ -9,7 +9,9 @@ No rule measured on good images alone tells the cases apart (synthetic defects o
 images are found by every map, so they rank the sums nothing like real defects do), but a few
 labelled defects do: chosen on half of each test set and measured on the other half, the choice
 beat the sum of all maps on both sets. Every non-empty subset of the maps is scored on the labelled
-images by image AUROC plus pixel AUROC (where defects have masks); the best is kept.
+images by image AUROC plus pixel AUROC (where defects have masks); the best is kept. A subset's
+image score leaves out the maps the model leaves out of its score (Inspector.score_maps), as it
+will when the subset is chosen; its pixels are those of the whole sum, the heat map.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from core.errors import AppError
 from core.inspect import store
+from core.inspect.maps import summed_maps
 from core.inspect.metrics import pixel_auroc, roc_auc
 from core.inspect.score import calibrate
 
@@ -46,14 +49,18 @@ def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
         out["subsets"] = choice["subsets"]
     if check_cancelled:
         check_cancelled()
-    scores = insp.score_tensor(x, keep_maps=False, views=views)[0].numpy()
+    scores, heat = insp.score_tensor(x, keep_maps=choose, views=views)
+    if choose:  # the heat map's scale for the maps now summed, from the labelled good images
+        insp.fit_heat_to_score(scores[labels == 0], heat[labels == 0])
+    scores = scores.numpy()
     cal = calibrate(scores[labels == 0], scores[labels == 1], [1] * int((labels == 1).sum()))
     config = store.read_config(insp.folder)
     config["calibration"] = cal
     if choose:
-        config["map"].pop("use", None)
-        if insp.config["map"].get("use"):
-            config["map"]["use"] = insp.config["map"]["use"]
+        for key in ("use", "heat_to_score"):
+            config["map"].pop(key, None)
+            if insp.config["map"].get(key):
+                config["map"][key] = insp.config["map"][key]
     store.write_config(insp.folder, config)
     insp.config["calibration"] = cal
     out.update(threshold=cal["threshold"], method=cal["method"], maps=insp.maps_in_use())
@@ -77,6 +84,7 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
         raise AppError("This model has a single anomaly map; there is nothing to choose.",
                        "Train it with the feature and context maps (the default) to choose among them.")
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
+    scored = {s: summed_maps({**insp.config, "map": {**insp.config["map"], "use": list(s)}})[1] for s in subsets}
     size = x.shape[-1]
     step = max(1, int(round(size / PIXELS_PER_IMAGE ** 0.5)))
     image_scores = {s: [] for s in subsets}
@@ -89,7 +97,8 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
                                        None if views is None else views[i:i + insp.batch])
             for s in subsets:
                 total = sum(scaled[k] for k in s)
-                image_scores[s].append(total.flatten(1).amax(1).cpu())
+                score_map = total if len(scored[s]) == len(s) else sum(scaled[k] for k in scored[s])
+                image_scores[s].append(score_map.flatten(1).amax(1).cpu())
                 if masks is not None:
                     pixels[s].append(total[:, ::step, ::step].cpu().half())
     with_pixels = masks is not None and bool(masks[labels == 1].any())

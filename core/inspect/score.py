@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from core import device as devices
 from core.errors import AppError
 from core.inspect import data as D
+from core.inspect.maps import summed_maps
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
@@ -153,6 +154,8 @@ class Inspector:
                 raise KeyError("context")
             if not set(config["map"].get("use") or ()) <= parts:
                 raise KeyError("use")
+            if len(config["map"].get("heat_to_score") or (0, 0)) != 2:
+                raise KeyError("heat_to_score")
             tensors = {k: v for k, v in tensors.items()
                        if not k.startswith(("stats.", "features.", "context.", "context_features."))}
             net.load_state_dict(tensors)
@@ -213,12 +216,43 @@ class Inspector:
                                          ("context", self.context is not None),
                                          ("context_features", self.context_features is not None)) if there]
 
-    def _maps(self, x: torch.Tensor, views=None) -> torch.Tensor:
-        """(N, C, S, S) preprocessed -> (N, S, S) anomaly map (float32)."""
+    def score_maps(self) -> list[str]:
+        """The maps whose sum gives the image score: those in use less the ones the model leaves out
+        of the score (map.score_leaves_out), unless nothing else is left. The context segmenter's
+        map is left out by default: it localises large faint regions (it is in the heat map), but
+        on whole images it ranks worst of the four on both benchmark sets (image AUROC 0.50-0.55 on
+        circuit boards, 0.67-0.69 on magnetic tiles) and its false peaks on good parts decided the
+        scores of the worst runs (deeppcb 0.797 with it, 0.897 without; bench/README.md)."""
+        return summed_maps(self.config)[1]
+
+    def _maps(self, x: torch.Tensor, views=None):
+        """(N, C, S, S) preprocessed -> (heat map, map the image score is the maximum of), both
+        (N, S, S) float32; one tensor when the score sums the same maps as the heat map."""
         use = self.config["map"].get("use")
         if not use and len(self.available_maps()) == 1:
-            return self.map_parts(x, use, views)["own"]
-        return sum(self.scaled_parts(x, use, views).values())
+            own = self.map_parts(x, use, views)["own"]
+            return own, own
+        parts = self.scaled_parts(x, use, views)
+        heat = sum(parts.values())
+        scored = self.score_maps()
+        if len(scored) == len(parts):
+            return heat, heat
+        # The heat map on the score's scale, so that the threshold reads the same on both.
+        a, b = self.config["map"].get("heat_to_score") or (1.0, 0.0)
+        return heat * a + b, sum(parts[k] for k in scored)
+
+    def fit_heat_to_score(self, scores: torch.Tensor, heat: torch.Tensor) -> None:
+        """Where the image score sums fewer maps than the heat map: the linear map that gives the
+        heat maps' maxima on good images (`heat`, as _maps returns them, with their `scores`) the
+        mean and spread of the scores themselves. The threshold, a multiple of the good scores'
+        spread above their mean, then marks as unusual a level of the heat map."""
+        a0, b0 = self.config["map"].pop("heat_to_score", None) or (1.0, 0.0)  # `heat` is on it
+        if len(self.score_maps()) == len(self.maps_in_use()):
+            return
+        peaks, s = heat.flatten(1).amax(1).double(), scores.double()
+        a = float(s.std() / peaks.std()) if s.numel() > 1 and float(peaks.std()) > 1e-9 else 1.0
+        b = float(s.mean() - a * peaks.mean())
+        self.config["map"]["heat_to_score"] = [a * a0, a * b0 + b]
 
     def scaled_parts(self, x: torch.Tensor, names=None, views=None) -> dict:
         """map_parts, each centred on its median on held-out good images (of the image's view) and
@@ -390,6 +424,7 @@ class Inspector:
         scale for all; bench/README.md); a view without held-out images takes the whole set's.
         Call after the other fits (a model with one map needs none)."""
         self.config["map"].pop("use", None)  # a choice of maps made on the old scales
+        self.config["map"].pop("heat_to_score", None)
         self.config["map"].pop("combine", None)
         self.config["map"].get("features", {}).pop("combine", None)
         views = self._views(hold.shape[0], views)
@@ -418,6 +453,7 @@ class Inspector:
         """Per-position mean/sd of the map over good images (smoothed, with a floor), per view. Fit
         these before the feature statistics: their combination is measured on the normalised map."""
         self.config["map"].pop("use", None)  # a choice of maps made on the old scales
+        self.config["map"].pop("heat_to_score", None)
         self.stats = None
         self.features = self.context_features = None
         self.config["map"].pop("features", None)
@@ -480,8 +516,8 @@ class Inspector:
         with devices.oom_guard("Inspection"):
             for i in range(0, x.shape[0], self.batch):
                 xb = x[i:i + self.batch].to(self.device, non_blocking=True)
-                m = self._maps(xb, views[i:i + self.batch])
-                scores.append(self._image_scores(m))
+                m, scored = self._maps(xb, views[i:i + self.batch])
+                scores.append(self._image_scores(scored))
                 if keep_maps:
                     pending.append(m)
                     if sum(t.numel() for t in pending) * 4 >= MAPS_IN_FLIGHT:

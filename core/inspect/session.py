@@ -24,6 +24,7 @@ import numpy as np
 from core import paths
 from core.errors import AppError
 from core.inspect import data as D
+from core.inspect.maps import summed_maps  # noqa: F401  (the app reads a model's maps here)
 
 MODEL_KIND = "inspector"
 TABLE_MODEL_KIND = "inspector-table"

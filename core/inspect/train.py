@@ -528,7 +528,10 @@ def run(params: dict, ctx) -> dict:
     elif context:
         insp.fit_combination(hold_imgs, hold_views if edges else None)
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
-    hold_scores = insp.score_tensor(hold_imgs, views=hold_views if edges else None)[0]
+    if context and len(insp.available_maps()) > 1:
+        config["map"]["score_leaves_out"] = ["context"]  # see Inspector.score_maps
+    hold_scores, hold_heat = insp.score_tensor(hold_imgs, views=hold_views if edges else None)
+    insp.fit_heat_to_score(hold_scores, hold_heat)
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
     lab_scores, lab_labels = [], []
     if labelled:
