@@ -4,6 +4,7 @@ model trained for a few seconds on a real magnetic_tile subset)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -231,7 +232,7 @@ def test_threshold_slider_updates_counts_without_the_model(qtbot, opened, prepar
     assert cal["method"] == "good_holdout"  # it says which bound: it widens for few held-out images
     assert f"{cal['n_good']} held-out good images (their mean + {cal['sd_multiple']:.3g} standard" in page.explain.text()
     # the model scores parts without its context map and says so
-    assert st.model["config"]["map"]["score_leaves_out"] == ["context"]
+    assert json.loads((Path(st.model["path"]) / "config.json").read_text())["map"]["score_leaves_out"] == ["context"]
     assert "Part scores leave out the context map, which the heat map shows." in page.explain.text()
     for pos in (50, 300, 600, 900):
         bar.slider.setValue(pos)

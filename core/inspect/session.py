@@ -24,7 +24,7 @@ import numpy as np
 from core import paths
 from core.errors import AppError
 from core.inspect import data as D
-from core.inspect.maps import summed_maps  # noqa: F401  (the app reads a model's maps here)
+from core.inspect.maps import summed_maps
 
 MODEL_KIND = "inspector"
 TABLE_MODEL_KIND = "inspector-table"
@@ -576,6 +576,18 @@ def counts(scores, threshold: float) -> dict:
     s = np.asarray(scores, dtype=np.float64)
     fail = int((s >= threshold).sum())
     return {"total": int(s.size), "fail": fail, "pass": int(s.size) - fail}
+
+
+def model_maps(model: dict) -> tuple[list[str], list[str]]:
+    """(the maps a registered model's heat map sums, the maps its part scores sum), from its folder's
+    config.json (the project keeps only part of it); from the project's copy where the folder
+    cannot be read."""
+    from core.inspect import store
+
+    try:
+        return summed_maps(store.read_config(model["path"]))
+    except (AppError, OSError, KeyError):
+        return summed_maps(model.get("config") or {})
 
 
 def calibrated_threshold(model: dict) -> float:

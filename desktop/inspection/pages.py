@@ -1088,7 +1088,7 @@ class ThresholdPage(QWidget):
                    else f"where F1 is best on {cal.get('n_good', 0) + cal.get('n_labelled', 0)} labelled images")
             use = (st.model["config"].get("map") or {}).get("use")
             maps = f" The model sums these anomaly maps: {map_names(use)}." if use else ""
-            heat, scored = S.summed_maps(st.model["config"])
+            heat, scored = S.model_maps(st.model)
             if scored != heat:
                 maps += (f" Part scores leave out the {map_names([n for n in heat if n not in scored])} map, "
                          "which the heat map shows.")
