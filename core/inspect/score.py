@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from core import device as devices
 from core.errors import AppError
 from core.inspect import data as D
-from core.inspect.maps import summed_maps
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
+from core.inspect.maps import summed_maps
 
 
 GOOD_CONFIDENCE = 0.99865  # one-sided, as mean + 3 sd of a normal distribution
@@ -220,9 +220,10 @@ class Inspector:
         """The maps whose sum gives the image score: those in use less the ones the model leaves out
         of the score (map.score_leaves_out), unless nothing else is left. The context segmenter's
         map is left out by default: it localises large faint regions (it is in the heat map), but
-        on whole images it ranks worst of the four on both benchmark sets (image AUROC 0.50-0.55 on
-        circuit boards, 0.67-0.69 on magnetic tiles) and its false peaks on good parts decided the
-        scores of the worst runs (deeppcb 0.797 with it, 0.897 without; bench/README.md)."""
+        it ranks whole parts last or next to last of the four maps on both benchmark sets (image
+        AUROC 0.50-0.58 on circuit boards, 0.62-0.69 on magnetic tiles), and its false peaks on good
+        parts decided the worst runs' scores (deeppcb 0.797 with it, 0.897 without; over seven
+        board runs mean 0.897 -> 0.911, worst 0.797 -> 0.869; bench/README.md)."""
         return summed_maps(self.config)[1]
 
     def _maps(self, x: torch.Tensor, views=None):

@@ -1067,6 +1067,7 @@ class ThresholdPage(QWidget):
         layout.addWidget(self.explain)
         state.results_changed.connect(self.fill_alarms)
         state.threshold_changed.connect(lambda _v: self.fill_alarms())
+        self._model_maps = (None, None)
         self.fill_alarms()
 
     def fill_alarms(self) -> None:
@@ -1088,7 +1089,9 @@ class ThresholdPage(QWidget):
                    else f"where F1 is best on {cal.get('n_good', 0) + cal.get('n_labelled', 0)} labelled images")
             use = (st.model["config"].get("map") or {}).get("use")
             maps = f" The model sums these anomaly maps: {map_names(use)}." if use else ""
-            heat, scored = S.model_maps(st.model)
+            if self._model_maps[0] is not st.model:  # read from its folder once per model, not per slider move
+                self._model_maps = (st.model, S.model_maps(st.model))
+            heat, scored = self._model_maps[1]
             if scored != heat:
                 maps += (f" Part scores leave out the {map_names([n for n in heat if n not in scored])} map, "
                          "which the heat map shows.")
