@@ -222,7 +222,7 @@ class Inspector:
         map is left out by default: it localises large faint regions (it is in the heat map), but
         it ranks whole parts last or next to last of the four maps on both benchmark sets (image
         AUROC 0.50-0.58 on circuit boards, 0.62-0.69 on magnetic tiles), and its false peaks on good
-        parts decided the worst runs' scores (deeppcb 0.797 with it, 0.897 without; over seven
+        parts decided the worst runs' scores (deeppcb 0.797 with it, 0.897 without; over eight
         board runs mean 0.897 -> 0.911, worst 0.797 -> 0.869; bench/README.md)."""
         return summed_maps(self.config)[1]
 
