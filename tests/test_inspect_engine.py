@@ -130,6 +130,10 @@ def test_cancel_then_resume_from_checkpoint(subset, tmp_path):
     res = train.run(params, Ctx())
     assert res["steps"] == 12
     assert not (out / "checkpoint").exists()
+    # Batches are made ahead in a thread (core.inspect.feeder); the checkpoint keeps the random
+    # generators as they were after the last batch trained on, so the resumed run is the same run.
+    whole = train.run({**params, "out": str(tmp_path / "whole")}, Ctx())
+    assert whole["config"]["files_sha256"] == res["config"]["files_sha256"]
 
 
 def test_job_runner_cancel_is_a_result(subset, tmp_path):
@@ -493,6 +497,16 @@ def test_gpu_script_runs_on_cpu():
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["train_images_per_s"] > 0 and res["infer_images_per_s"] > 0 and res["device"].startswith("cpu")
+
+
+def test_device_check_script_runs_on_cpu(subset, tmp_path):
+    r = subprocess.run([sys.executable, "bench/inspect_device_check.py", subset, "--device", "cpu", "--steps", "2",
+                        "--image-size", "64", "--out", tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["train"]["steps"] == 2 and res["eval_device"]["pixel_auroc"] is not None
+    assert res["run"]["images"] == res["run"]["heatmaps"] == 12
+    assert res["run"]["max_score_difference"] == 0 and res["run"]["verdicts_agree"] == 12
 
 
 def test_settings_sweep_trains_and_evaluates_each_variant(subset, tmp_path):

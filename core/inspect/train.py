@@ -28,6 +28,7 @@ from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
+from core.inspect.feeder import BatchFeeder
 from core.inspect.synth import make_defects, make_foreign_regions
 
 DEFAULTS = {
@@ -155,16 +156,16 @@ def loss_terms(net, x_clean, x_in, target, p, amp_ctx):
     if p["baseline"]:
         rec = F.mse_loss(recon, x_clean)
         kl = M.kl_divergence(mu.float(), logvar.float())
-        return rec + p["beta"] * kl, {"rec": rec.item(), "kl": kl.item()}
+        return rec + p["beta"] * kl, {"rec": rec.detach(), "kl": kl.detach()}
     rec = F.mse_loss(recon, x_clean) + F.l1_loss(recon, x_clean)
     ssim = (1 - M.ssim_map(recon, x_clean)).mean()
     kl = M.kl_divergence(mu.float(), logvar.float())
     total = rec + p["ssim_weight"] * ssim + p["beta"] * kl
-    parts = {"rec": rec.item(), "ssim": ssim.item(), "kl": kl.item()}
+    parts = {"rec": rec.detach(), "ssim": ssim.detach(), "kl": kl.detach()}  # read once per step
     if seg is not None:
         focal, _ = _focal(seg.float(), target)
         total = total + p["seg_weight"] * focal
-        parts["seg"] = focal.item()
+        parts["seg"] = focal.detach()
     return total, parts
 
 
@@ -195,8 +196,10 @@ def _opt_load(opt, tensors, meta, prefix: str = "opt"):
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p, context=None):
-    """context: (network, optimiser, generator) of the context segmenter, when one trains alongside."""
+def save_checkpoint(folder: Path, net, opt, rng_states, step, elapsed, p, context=None):
+    """context: (network, optimiser, generator) of the context segmenter, when one trains alongside;
+    rng_states: the patch sampler's generator state and then the context segmenter's, as they were
+    right after the last batch trained on was made (core.inspect.feeder)."""
     from core.inspect.store import save_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -209,8 +212,8 @@ def save_checkpoint(folder: Path, net, opt, g, step, elapsed, p, context=None):
         tensors.update({f"context.{k}": v for k, v in context[0].state_dict().items()})
         ct, meta["context_optimizer"] = _opt_state_tensors(context[1], "context_opt")
         tensors.update(ct)
-        tensors["rng.context"] = context[2].get_state()
-    tensors["rng.sampler"] = g.get_state()
+        tensors["rng.context"] = rng_states[1]
+    tensors["rng.sampler"] = rng_states[0]
     tensors["rng.torch"] = torch.get_rng_state()
     save_tensors(folder / "checkpoint.safetensors", tensors)
     (folder / "checkpoint.json").write_text(json.dumps(meta, default=str))
@@ -421,6 +424,16 @@ def run(params: dict, ctx) -> dict:
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
     context_scaler = torch.amp.GradScaler("cuda") if scaler is not None else None
 
+    def make_batch():  # in the feeder's thread: the only user of the generators from here on
+        clean = sampler.sample(batch)
+        if p["baseline"]:
+            x_in, target = clean, torch.zeros(clean.shape[0], 1, *clean.shape[-2:])
+        else:
+            x_in, target = make_defects(clean, g, float(p["p_defect"]))
+        extra = [context_batch(whole_images, context_size, context[2])
+                 for _ in range(CONTEXT_STEPS_PER_STEP)] if context else []
+        return clean, x_in, target, extra
+
     t0 = time.monotonic() - prev_elapsed
     last_ckpt = last_preview = time.monotonic()
     preview_model = getattr(ctx, "preview_model", None)  # the GUI's live reconstructions
@@ -428,7 +441,8 @@ def run(params: dict, ctx) -> dict:
     net.train()
     if context:
         context[0].train()
-    with devices.oom_guard("Training"):
+    feeder = BatchFeeder(make_batch, [g] + ([context[2]] if context else []), dev)
+    with devices.oom_guard("Training"), feeder:
         while True:
             elapsed = time.monotonic() - t0
             if total_steps and step >= total_steps:
@@ -443,23 +457,19 @@ def run(params: dict, ctx) -> dict:
             lr = float(p["lr"]) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
             for group in opt.param_groups + (context[1].param_groups if context else []):
                 group["lr"] = lr  # cosine decay over the run (steps or wall clock)
-            clean = sampler.sample(batch)
-            if p["baseline"]:
-                x_in, target = clean, torch.zeros(clean.shape[0], 1, *clean.shape[-2:])
-            else:
-                x_in, target = make_defects(clean, g, float(p["p_defect"]))
-            clean, x_in, target = clean.to(dev), x_in.to(dev), target.to(dev)
+            (clean, x_in, target, extra), rng_states = feeder.next()
             loss, parts = loss_terms(net, clean, x_in, target, p, amp)
             optimise(loss, opt, scaler)
-            if context:
-                for _ in range(CONTEXT_STEPS_PER_STEP):
-                    cx, ctarget = context_batch(whole_images, context_size, context[2])
-                    closs = context_loss(context[0], cx.to(dev), ctarget.to(dev), amp)
-                    optimise(closs, context[1], context_scaler)
-                parts["context"] = closs.item()
+            for cx, ctarget in extra:
+                closs = context_loss(context[0], cx, ctarget, amp)
+                optimise(closs, context[1], context_scaler)
+            if extra:
+                parts["context"] = closs.detach()
                 loss = loss + closs.detach()
             step += 1
-            lv = float(loss.item())
+            # One read of the device per step (each read waits for its queued work).
+            values = torch.stack([loss.detach().float()] + [v.float() for v in parts.values()]).tolist()
+            lv, parts = values[0], dict(zip(parts, values[1:]))
             if not math.isfinite(lv):
                 raise AppError("Training diverged (the loss became infinite).", "Lower the learning rate (--lr).")
             loss_avg = lv if loss_avg is None else 0.95 * loss_avg + 0.05 * lv
@@ -472,7 +482,7 @@ def run(params: dict, ctx) -> dict:
             ctx.progress(step, shown_total, f"loss {loss_avg:.4f} · {rate * batch:.0f} patches/s · ETA {eta:.0f}s",
                          preview={"loss": loss_avg, "eta": round(eta)})
             if p["checkpoint_every_s"] and time.monotonic() - last_ckpt >= float(p["checkpoint_every_s"]):
-                save_checkpoint(ckpt_dir, net, opt, g, step, elapsed, p, context)
+                save_checkpoint(ckpt_dir, net, opt, rng_states, step, elapsed, p, context)
                 last_ckpt = time.monotonic()
             if preview_model is not None and time.monotonic() - last_preview >= PREVIEW_EVERY_S:
                 preview_model(net)
