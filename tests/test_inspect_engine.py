@@ -828,6 +828,15 @@ def test_foreign_regions_replace_a_large_part_by_another_image():
     assert (out[target.bool()] - 2.0).abs().max() < 2.0  # the donor, a little brighter or darker
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 4096, 16385])
+def test_blob_threshold_is_torch_quantile_without_the_sort(n):
+    from core.inspect.synth import _quantile
+
+    flat = torch.rand(n, generator=torch.Generator().manual_seed(n))
+    for q in (0.0, 0.55, 0.9, 0.99, 1.0):
+        assert float(_quantile(flat, q)) == pytest.approx(float(torch.quantile(flat, q)), abs=1e-6)
+
+
 def test_foreign_regions_come_from_an_image_of_the_same_view():
     from core.inspect.synth import make_foreign_regions
 
