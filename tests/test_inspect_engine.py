@@ -484,6 +484,30 @@ def test_cli_train_eval_run_with_project(subset, trained, tmp_path):
     assert out["threshold_source"] == "model" and out["threshold"] != pytest.approx(moved)
 
 
+def test_cli_run_colours_heat_maps_by_the_threshold_its_verdicts_use(trained, subset, tmp_path):
+    # With labelled images the threshold sits among this small model's scores (from 6 held-out
+    # good images alone it lies far above them), so moving it changes what the heat map marks.
+    model = tmp_path / "m"
+    shutil.copytree(trained[0], model)
+    assert _cli("calibrate", model, subset, "--device", "cpu").returncode == 0
+    calibration = json.loads((model / "config.json").read_text())["calibration"]
+    blowhole = sorted((subset / "test" / "blowhole").iterdir())
+    red = {}
+    for sensitivity in (0.5, 1.0):
+        heat = tmp_path / str(sensitivity)
+        r = _cli("run", model, *blowhole, "--heatmaps", heat, "--json", "--sensitivity", sensitivity)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["threshold"] == pytest.approx(effective_threshold(calibration, sensitivity))
+        assert out["sensitivity"] == sensitivity
+        red[sensitivity] = 0
+        for png in heat.glob("*.png"):
+            rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+            red[sensitivity] += int(((rgb[..., 0] - rgb[..., 2]) > 40).sum())  # overlay (the image is grey)
+    # A lower threshold (higher sensitivity) marks more of the images, as its verdicts do.
+    assert red[1.0] > red[0.5]
+
+
 def test_cli_errors_are_two_lines_and_exit_2(tmp_path):
     r = _cli("train", tmp_path, "--out", tmp_path / "m", "--steps", 1)
     assert r.returncode == 2 and r.stderr.startswith("error: No good images") and "hint:" in r.stderr

@@ -234,10 +234,13 @@ def eval_job(params, ctx):
 
 
 def run_job(params, ctx):
-    from core.inspect.score import Inspector, heatmap_overlay
+    from core.inspect.score import Inspector, effective_threshold, heatmap_overlay
 
     insp = Inspector.load(params["model"], params.get("device", "auto"))
     source = _apply_threshold(insp.config, params)
+    # The threshold the verdicts use (moved by --sensitivity): the heat maps are coloured by it too.
+    sensitivity = insp.sensitivity if params.get("sensitivity") is None else float(params["sensitivity"])
+    judged = {**insp.calibration, "threshold": effective_threshold(insp.calibration, sensitivity)}
     paths = _expand(params["paths"])
     want_maps = bool(params.get("heatmaps")) or ctx.project is not None
     rows, maps, skipped = insp.inspect_paths(
@@ -253,14 +256,14 @@ def run_job(params, ctx):
                 k += 1
                 name = f"{stem}_{k}_heatmap.png"
             used.add(name)
-            row["heatmap"] = str(heatmap_overlay(row["path"], maps[row["path"]], insp.calibration, out / name))
+            row["heatmap"] = str(heatmap_overlay(row["path"], maps[row["path"]], judged, out / name))
     ctx.metrics.update({"images": len(rows), "fail": sum(r["verdict"] == "FAIL" for r in rows),
                         "skipped": len(skipped)})
     return {"results": rows, "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            "threshold": insp.calibration["threshold"], "threshold_source": source,
-            "sensitivity": insp.sensitivity, "maps": insp.maps_in_use(), "score_maps": insp.score_maps(),
+            "threshold": judged["threshold"], "threshold_source": source,
+            "sensitivity": sensitivity, "maps": insp.maps_in_use(), "score_maps": insp.score_maps(),
             "_maps": maps,
-            "_calibration": insp.calibration}
+            "_calibration": judged}
 
 
 def _store_image_results(project, run_id, model_folder, rows, maps, calibration, kind_params, used):
