@@ -246,8 +246,10 @@ def test_trained_inspector_sums_its_four_maps_on_their_held_out_scales(trained, 
     assert all(s[1] > 0 for s in spreads.values())
     _, tensors = store.load_model(out)
     cells = features["cells"]
-    assert tensors["features.precision"].shape == (cells ** 2, FS.CHANNELS, FS.CHANNELS)
-    assert tensors["context_features.precision"].shape == (cells ** 2, FS.CHANNELS, FS.CHANNELS)
+    triangle = FS.CHANNELS * (FS.CHANNELS + 1) // 2  # symmetric precision matrices: one triangle stored
+    assert tensors["features.precision_upper"].shape == (cells ** 2, triangle)
+    assert tensors["context_features.precision_upper"].shape == (cells ** 2, triangle)
+    assert not any(k.endswith(".precision") for k in tensors)
     assert not torch.equal(tensors["features.channels"], tensors["context_features.channels"])
     assert any(k.startswith("context.") for k in tensors)
     full = Inspector.load(out, "cpu")
@@ -281,6 +283,38 @@ def test_trained_inspector_sums_its_four_maps_on_their_held_out_scales(trained, 
         assert torch.allclose(torch.from_numpy(maps[str(p)]), heat * a + b, atol=1e-4)
         assert rows[k]["score"] == pytest.approx(float(scored.max()), abs=1e-4)
     assert len(full.features) == 1 and full.features[0].mean.shape == (cells ** 2, FS.CHANNELS)
+
+
+def test_models_with_full_precision_matrices_still_load_and_score_the_same(trained, subset, tmp_path):
+    """Folders saved before the precision matrices were stored as one triangle."""
+    from core.inspect.feature_stats import unpack_symmetric
+
+    out = trained[0]
+    cfg, tensors = store.load_model(out)
+    old = {}
+    for k, v in tensors.items():
+        if k.endswith(".precision_upper"):
+            prefix = k[: -len("precision_upper")]
+            full = unpack_symmetric(v, tensors[prefix + "mean"].shape[-1])
+            assert torch.equal(full, full.transpose(1, 2))
+            old[prefix + "precision"] = full
+        else:
+            old[k] = v
+    for key in ("files_sha256", "library_versions"):
+        cfg.pop(key, None)
+    store.save_model(tmp_path / "full", old, cfg)
+    assert (out / "model.safetensors").stat().st_size < (tmp_path / "full" / "model.safetensors").stat().st_size
+    paths = sorted((subset / "test").rglob("*.jpg"))
+    rows_new, maps_new, _ = Inspector.load(out, "cpu").inspect_paths(paths, keep_maps=True)
+    rows_old, maps_old, _ = Inspector.load(tmp_path / "full", "cpu").inspect_paths(paths, keep_maps=True)
+    assert [r["score"] for r in rows_new] == [r["score"] for r in rows_old]
+    assert all(np.array_equal(maps_new[p], maps_old[p]) for p in maps_new)
+    # a triangle of the wrong length is an inconsistent folder, not a crash
+    bad = dict(tensors)
+    bad["features.precision_upper"] = bad["features.precision_upper"][:, :-1]
+    store.save_model(tmp_path / "bad", bad, cfg)
+    with pytest.raises(AppError, match="do not fit"):
+        Inspector.load(tmp_path / "bad", "cpu")
 
 
 def test_models_from_before_the_context_features_still_load_and_score(trained, subset, tmp_path):

@@ -7,8 +7,8 @@ cells x cells grid models each (PaDiM's idea). The log of the Mahalanobis distan
 features is another anomaly map, which the inspector adds to its other maps (each centred and
 scaled by its median and upper tail on held-out good images; see score.Inspector.fit_combination).
 Why: on magnetic_tile the segmentation map alone misses large low-contrast "uneven" areas that the
-feature statistics see (figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB at
-most per encoder and view (32 x 32 regions of 100 channels; core.inspect.views); on a 2-core CPU at 128 px their distances and the context
+feature statistics see (figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB in
+memory and 21 MB on disk (one triangle of each precision matrix) at most per encoder and view (32 x 32 regions of 100 channels; core.inspect.views); on a 2-core CPU at 128 px their distances and the context
 map together cost about half the VAE's forward pass.
 """
 
@@ -99,7 +99,8 @@ class FeatureGaussians:
             cov = cov + SHRINK * cov.diagonal().mean().clamp_min(1e-8) * eye
             # One matrix at a time: MKL's batched LU rejects some batch shapes on the CPU.
             means.append(mean)
-            precisions.append(torch.cholesky_inverse(torch.linalg.cholesky(cov)))
+            precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
+            precisions.append((precision + precision.T) / 2)  # exactly symmetric: stored as one triangle
         return cls(torch.stack(means).float(), torch.stack(precisions).float(), channels.cpu(), cells)
 
     def to(self, device) -> "FeatureGaussians":
@@ -128,9 +129,36 @@ class FeatureGaussians:
         return out.clamp_min(0).sqrt().reshape(n, h, w)
 
     def tensors(self, prefix: str = "features.") -> dict:
-        return {prefix + "mean": self.mean.cpu().contiguous(), prefix + "precision": self.precision.cpu().contiguous(),
+        return {prefix + "mean": self.mean.cpu().contiguous(),
+                prefix + "precision_upper": pack_symmetric(self.precision.cpu()),
                 prefix + "channels": self.channels.cpu().contiguous()}
 
     @classmethod
-    def from_tensors(cls, tensors: dict, cells: int, prefix: str = "features.") -> "FeatureGaussians":
-        return cls(tensors[prefix + "mean"], tensors[prefix + "precision"], tensors[prefix + "channels"].long(), cells)
+    def from_tensors(cls, tensors: dict, cells: int, prefix: str = "features.",
+                     channels: torch.Tensor | None = None) -> "FeatureGaussians":
+        """channels: where they are stored under another prefix (views share view 0's)."""
+        channels = tensors[prefix + "channels"] if channels is None else channels
+        return cls(tensors[prefix + "mean"], stored_precision(tensors, prefix), channels.long(), cells)
+
+
+def pack_symmetric(m: torch.Tensor) -> torch.Tensor:
+    """(R, d, d) symmetric -> (R, d (d + 1) / 2), the upper triangle row by row. The precision
+    matrices were 94 % of a model folder (magnetic_tile, four views: 113 of 120 MB)."""
+    i, j = torch.triu_indices(m.shape[-1], m.shape[-1])
+    return m[:, i, j].contiguous()
+
+
+def unpack_symmetric(packed: torch.Tensor, d: int) -> torch.Tensor:
+    i, j = torch.triu_indices(d, d)
+    full = packed.new_zeros(packed.shape[0], d, d)
+    full[:, i, j] = packed
+    full[:, j, i] = packed
+    return full
+
+
+def stored_precision(tensors: dict, prefix: str) -> torch.Tensor:
+    """The precision matrices saved under `prefix`: one triangle, or (models saved before
+    2026-11-28) the full matrices."""
+    if prefix + "precision" in tensors:
+        return tensors[prefix + "precision"]
+    return unpack_symmetric(tensors[prefix + "precision_upper"], tensors[prefix + "mean"].shape[-1])

@@ -173,9 +173,9 @@ class Inspector:
         from core.inspect.feature_stats import FeatureGaussians
 
         cells = entry["cells"] if isinstance(entry["cells"], list) else [entry["cells"]]
-        channels = tensors[prefix + "channels"].long()
-        return [FeatureGaussians(tensors[_view_prefix(prefix, v) + "mean"], tensors[_view_prefix(prefix, v) + "precision"],
-                                 channels, c) for v, c in enumerate(cells)]
+        channels = tensors[prefix + "channels"]
+        return [FeatureGaussians.from_tensors(tensors, c, _view_prefix(prefix, v), channels)
+                for v, c in enumerate(cells)]
 
     # -- views -----------------------------------------------------------------------------------
     @property
@@ -410,7 +410,7 @@ class Inspector:
             counts.append(int(images.shape[0]))
         entry = {"cells": fitted[0].cells if len(fitted) == 1 else [g.cells for g in fitted],
                  "channels": int(picked.numel()), "images": counts[0] if len(counts) == 1 else counts,
-                 "tensors": [prefix + "mean", prefix + "precision", prefix + "channels"]
+                 "tensors": [prefix + "mean", prefix + "precision_upper", prefix + "channels"]
                  + ([f"{prefix}view<v>.*"] if len(fitted) > 1 else [])}
         return fitted, entry
 
