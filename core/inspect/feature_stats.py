@@ -7,9 +7,10 @@ cells x cells grid models each (PaDiM's idea). The log of the Mahalanobis distan
 features is another anomaly map, which the inspector adds to its other maps (each centred and
 scaled by its median and upper tail on held-out good images; see score.Inspector.fit_combination).
 Why: on magnetic_tile the segmentation map alone misses large low-contrast "uneven" areas that the
-feature statistics see (figures in bench/README.md). A random subset of the channels keeps the Gaussians to 41 MB in
-memory and 21 MB on disk (one triangle of each precision matrix) at most per encoder and view (32 x 32 regions of 100 channels; core.inspect.views); on a 2-core CPU at 128 px their distances and the context
-map together cost about half the VAE's forward pass.
+feature statistics see (figures in bench/README.md). A random subset of the channels keeps the
+Gaussians to at most 41 MB in memory and 21 MB on disk (one triangle of each precision matrix) per
+encoder and view (32 x 32 regions of 100 channels; core.inspect.views); on a 2-core CPU at 128 px
+their distances and the context map together cost about half the VAE's forward pass.
 """
 
 from __future__ import annotations

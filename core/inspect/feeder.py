@@ -3,9 +3,9 @@
 Making a batch (sampling patches and whole images, drawing the synthetic defects and foreign
 regions) is CPU work. Done between the steps, it left a GPU waiting: on an H200 a 120-s
 magnetic_tile job made 881 steps, 1461 with the batches made ahead (bench/README.md, sixteenth
-session). The thread alone draws from the random generators, in
-the same order as before, so a seed still gives the same batches; each batch comes with the
-generators' states just after it was made, which is where a resumed run must start.
+session). The thread alone draws from the random generators, in the same order as before, so a
+seed still gives the same batches; each batch comes with the generators' states just after it was
+made, which is where a resumed run must start.
 """
 
 from __future__ import annotations
