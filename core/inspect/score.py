@@ -109,9 +109,9 @@ class Inspector:
 
     def __init__(self, net, config: dict, device=None, stats: dict | None = None, features=None,
                  context=None, context_features=None):
-        self.net = net.eval()
-        self.config = config
         self.device = device or torch.device("cpu")
+        self.net = devices.conv_layout(net, self.device).eval()
+        self.config = config
         self.prep = config["preprocess"]
         self.batch = inference_batch(self.prep["size"], self.device)
         # Per-position statistics of the map over good images, (views, S, S) each (None until fitted).
@@ -121,7 +121,8 @@ class Inspector:
         # view, or None.
         self.features = [g.to(self.device) for g in _per_view(features)] if features is not None else None
         # The whole-image segmenter of foreign regions (model.ContextSegmenter), or None.
-        self.context = context.to(self.device).eval() if context is not None else None
+        self.context = (devices.conv_layout(context.to(self.device), self.device).eval()
+                        if context is not None else None)
         # Gaussians of the context segmenter's encoder features per region, one per view, or None.
         self.context_features = ([g.to(self.device) for g in _per_view(context_features)]
                                  if context_features is not None else None)

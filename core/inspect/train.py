@@ -383,7 +383,7 @@ def run(params: dict, ctx) -> dict:
     hold_imgs = _stack([arrays[i] for i in hold_idx])
 
     arch = _arch_for(p)
-    net = M.build(arch).to(dev)
+    net = devices.conv_layout(M.build(arch).to(dev), dev)
     opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
     context = None  # (network, optimiser, generator) of the context segmenter
     context_scale = 1
@@ -392,7 +392,8 @@ def run(params: dict, ctx) -> dict:
         # 2 cores: pixel AUROC 0.653 -> 0.779; bench/README.md). Sizes are multiples of 16 and the
         # half-resolution net needs 32, so every size suits one of the two.
         context_scale = 2 if size >= 128 and size % 32 == 0 else 1
-        cnet = M.ContextSegmenter({"channels": prep["channels"], "scale": context_scale}).to(dev)
+        cnet = devices.conv_layout(M.ContextSegmenter({"channels": prep["channels"], "scale": context_scale}).to(dev),
+                                   dev)
         # Its own random stream: the VAE trains on the same patches with or without it.
         context_g = torch.Generator().manual_seed(int(p["seed"]) + 2)
         context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])), context_g)
