@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -94,6 +95,24 @@ def bare_forward_rate(insp, x, views=None, repeats=1, vae_only=False):
         return repeats * x.shape[0] / (time.monotonic() - t0)
 
 
+def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 3):
+    """(bare forward, pipeline, VAE alone) images/s, each the best of `rounds` measurements taken in
+    turn (the cores are shared), each measurement repeated over x until it lasts about `seconds`: a
+    single pass of 64 images takes a fast network well under a second, too short to compare."""
+    def repeats(rate):
+        return max(1, math.ceil(seconds * rate / x.shape[0]))
+
+    n_bare = repeats(bare_forward_rate(insp, x, views))
+    n_pipe = repeats(pipeline_rate(insp, x, views))
+    n_vae = repeats(bare_forward_rate(insp, x, views, vae_only=True))
+    bare, pipe, vae = [], [], []
+    for _ in range(rounds):
+        bare.append(bare_forward_rate(insp, x, views, n_bare))
+        pipe.append(pipeline_rate(insp, x, views, n_pipe))
+        vae.append(bare_forward_rate(insp, x, views, n_vae, vae_only=True))
+    return max(bare), max(pipe), max(vae)
+
+
 def pipeline_rate(insp, x, views=None, repeats=1):
     insp.score_tensor(x[: insp.batch], keep_maps=False, views=None if views is None else views[: insp.batch])
     t0 = time.monotonic()
@@ -130,11 +149,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
         if views is not None:
             order = torch.argsort(views, stable=True)
             x, views = x[order], views[order]
-        # Alternate the two measurements and keep each one's best: the cores are shared.
-        bare = max(bare_forward_rate(insp, x, views) for _ in range(3))
-        pipe = max(pipeline_rate(insp, x, views) for _ in range(3))
-        bare = max(bare, bare_forward_rate(insp, x, views))
-        vae = max(bare_forward_rate(insp, x, views, vae_only=True) for _ in range(2))
+        bare, pipe, vae = compared_rates(insp, x, views)
         out[variant] = {
             "image_auroc": ev["image_auroc"], "pixel_auroc": ev["pixel_auroc"], "aupro": ev["aupro"],
             "f1": ev["f1"], "threshold": ev["threshold"], "pass_rate_good": ev["pass_rate_good"],
@@ -232,12 +247,7 @@ def speed_only(name, root: Path) -> dict:
         if variant == "ours":
             insp.fit_position_stats(x[:16])
             insp.fit_feature_stats(x[16:], x[:16])
-        rates = {"bare": [], "pipe": [], "vae": []}
-        for _ in range(3):
-            rates["bare"].append(bare_forward_rate(insp, x))
-            rates["pipe"].append(pipeline_rate(insp, x))
-            rates["vae"].append(bare_forward_rate(insp, x, vae_only=True))
-        bare, pipe, vae = max(rates["bare"]), max(rates["pipe"]), max(rates["vae"])
+        bare, pipe, vae = compared_rates(insp, x)
         out[variant] = {"infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
                         "pipeline_vs_bare": round(pipe / bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
                         "pipeline_vs_vae_only": round(pipe / vae, 3), "image_size": size}

@@ -600,6 +600,29 @@ def test_benchmark_chooses_maps_on_one_half_and_measures_on_the_other(trained, s
     assert json.dumps(insp.config, sort_keys=True) == before  # the model is left as it was
 
 
+def test_benchmark_compares_pipeline_and_bare_forward_over_repeated_passes(trained, subset):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("inspect_images", ROOT / "bench" / "inspect_images.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    insp = Inspector.load(trained[0], "cpu")
+    arrays, _, _ = D.load_batch([i.path for i in D.scan(subset).test], insp.prep)
+    x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
+    passes, real = [], bench.pipeline_rate
+
+    def counted(insp, x, views=None, repeats=1):
+        passes.append(repeats)
+        return real(insp, x, views, repeats)
+
+    bench.pipeline_rate = counted
+    bare, pipe, vae = bench.compared_rates(insp, x, seconds=0.3, rounds=2)
+    assert bare > 0 and pipe > 0 and vae > 0
+    # One timing pass to size the repeats, then each round repeats until it lasts about 0.3 s.
+    assert len(passes) == 3 and passes[0] == 1 and passes[1] == passes[2] >= 1
+    assert passes[1] * x.shape[0] / pipe >= 0.1
+
+
 def test_feature_statistics_comparison_runs_on_a_trained_model(trained, subset):
     out, _, _ = trained
     r = subprocess.run([sys.executable, "bench/inspect_feature_stats.py", str(out), str(subset), "--cells", "1", "4"],
