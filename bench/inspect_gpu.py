@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import core.inspect  # noqa: E402,F401  (sets how OpenMP threads wait, before torch loads: see there)
+import core.inspect  # noqa: E402,F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import core.inspect  # noqa: E402,F401  (sets how OpenMP threads wait, before torch loads: see there)
+import core.inspect  # noqa: E402,F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 
 from core.device import set_cpu_threads  # noqa: E402
 from core.inspect import tabular  # noqa: E402

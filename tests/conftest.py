@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import core  # noqa: F401  (before any test loads torch: sets how OpenMP threads wait)
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

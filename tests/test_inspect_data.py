@@ -1,6 +1,6 @@
 """Image data for the inspector: layouts, safe reading of awkward files, bad-input messages."""
 
-import core.inspect  # noqa: F401  (first: sets how OpenMP threads wait, before torch loads)
+import core.inspect  # noqa: F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 import json
 
 import numpy as np

@@ -2,7 +2,7 @@
 cancel, checkpoint/resume, seed), model folder integrity, exact reload, robustness to lighting and
 small shifts, metrics, CLI with JSON output and project recording, GPU script on CPU."""
 
-import core.inspect  # noqa: F401  (first: sets how OpenMP threads wait, before torch loads)
+import core.inspect  # noqa: F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 import json
 import shutil
 import subprocess

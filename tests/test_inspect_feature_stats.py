@@ -1,7 +1,7 @@
 """Feature statistics (core.inspect.feature_stats): the Gaussians per region and their distances.
 The map they add to a trained inspector's own is tested in test_inspect_engine.py."""
 
-import core.inspect  # noqa: F401  (first: sets how OpenMP threads wait, before torch loads)
+import core.inspect  # noqa: F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 import pytest
 import torch
 

@@ -1,7 +1,7 @@
 """Tabular inspector: CSV reading and encoding (numeric, categorical, missing, constant, text in
 numeric columns), MLP VAE training/scoring, exact reload, CLI commands, bad input."""
 
-import core.inspect  # noqa: F401  (first: sets how OpenMP threads wait, before torch loads)
+import core.inspect  # noqa: F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 import csv
 import json
 import subprocess

@@ -1,7 +1,7 @@
 """Views: good images of clearly different shapes get their own statistics (core.inspect.views),
 trained end to end on real magnetic_tile images of two shapes."""
 
-import core.inspect  # noqa: F401  (first: sets how OpenMP threads wait, before torch loads)
+import core.inspect  # noqa: F401  (first: importing core sets how OpenMP threads wait, before torch loads)
 import copy
 import json
 import shutil
