@@ -67,6 +67,22 @@ def test_fitting_batch_by_batch_equals_fitting_at_once():
         FS.FeatureGaussians.fit([], picked)
 
 
+@pytest.mark.parametrize("size, cells", [((8, 8), 2), ((10, 6), 3)])
+def test_a_large_mean_does_not_cost_the_covariance_its_precision(size, cells):
+    # Features far from zero relative to their spread: sums of squares in float32 would cancel to
+    # noise (a mean of 1000 and an sd of about 1 leave 1e-6 of the sum's digits for the variance).
+    h, w = size
+    good = _features(150, h=h, w=w) + 1000.0
+    picked = torch.arange(12)
+    gauss = FS.FeatureGaussians.fit([good[:40], good[40:]], picked, cells=cells)
+    first = FS.cell_index(h, w, cells).reshape(h, w) == 0
+    v = good[..., first].permute(0, 2, 1).reshape(-1, 12).double()
+    cov = torch.cov(v.T)
+    cov = cov + FS.SHRINK * cov.diagonal().mean() * torch.eye(12, dtype=cov.dtype)
+    assert torch.allclose(gauss.mean[0].double(), v.mean(0), rtol=0, atol=1e-3)
+    assert torch.allclose(gauss.precision[0].double(), torch.linalg.inv(cov), rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("size", [64, 96])
 def test_picked_stage_features_equal_the_picked_channels_of_all(size):
     """Picking the channels before resizing the stages (the scoring path) gives the same numbers

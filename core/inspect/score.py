@@ -392,7 +392,7 @@ class Inspector:
             for i in range(0, images.shape[0], self.batch):
                 with devices.autocast(self.device):
                     feats = net.stage_features(images[i:i + self.batch].to(self.device), split)
-                group.append(feats.float())  # outside autocast: the sums are accumulated in float64
+                group.append(feats.float())  # outside autocast: the sums are float32 (see FeatureGaussians.fit)
                 size += feats.shape[0]
                 if size >= FIT_GROUP:
                     yield torch.cat(group)

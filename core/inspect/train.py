@@ -73,6 +73,9 @@ CONTEXT_MIN_BATCH = 8    # fewer whole images make batch norm's statistics too n
 # to 0.810 / 0.798 image / pixel AUROC; the VAE's 1500 vs 6000 steps on a GPU: no change), and at
 # half resolution a context step costs about a fifth of a VAE step.
 CONTEXT_STEPS_PER_STEP = 2
+# Calls timed for the after-loop estimate (their median): one call of two 256-px images varied enough
+# to put the estimate anywhere between 55 and 106 s for the same work (deeppcb, 2-core CPU).
+TIMED_CALLS = 5
 
 
 def _stack(arrays):
@@ -260,14 +263,19 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
     was_training = net.training
     net.eval()
 
+    def median_seconds(fn, calls: int = TIMED_CALLS) -> float:
+        fn()  # the first call pays for allocations and kernel choice
+        times = []
+        for _ in range(calls):
+            t = time.monotonic()
+            fn()
+            devices.synchronize(dev)
+            times.append(time.monotonic() - t)
+        return float(np.median(times))
+
     def per_image(fn) -> float:
         with amp:
-            fn(x)  # the first call pays for allocations and kernel choice
-            devices.synchronize(dev)
-            t = time.monotonic()
-            fn(x)
-            devices.synchronize(dev)
-        return (time.monotonic() - t) / x.shape[0]
+            return median_seconds(lambda: fn(x)) / x.shape[0]
 
     full = per_image(net)
     maps = (sum(min(64, n) for n in view_sizes) if positions else 0) + n_hold + n_labelled
@@ -284,9 +292,11 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
         feats = source.stage_features(x, picked).float()
         feats = feats.repeat(-(-FIT_GROUP // feats.shape[0]), 1, 1, 1)[:FIT_GROUP]  # summed a group at a time
 
-        def fitting(batches: int, cells: int) -> float:
+        groups = [feats, feats.flip(-1)]  # a second group in other memory, as every later one is
+
+        def fitting(batches: int, cells: int) -> float:  # about a second each: long enough to time once
             t = time.monotonic()
-            FS.FeatureGaussians.fit([feats] * batches, picked, cells, picked=True)
+            FS.FeatureGaussians.fit(groups[:batches], picked, cells, picked=True)
             devices.synchronize(dev)
             return time.monotonic() - t
 
