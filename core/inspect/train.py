@@ -73,8 +73,8 @@ CONTEXT_MIN_BATCH = 8    # fewer whole images make batch norm's statistics too n
 # to 0.810 / 0.798 image / pixel AUROC; the VAE's 1500 vs 6000 steps on a GPU: no change), and at
 # half resolution a context step costs about a fifth of a VAE step.
 CONTEXT_STEPS_PER_STEP = 2
-# Calls timed for the after-loop estimate (their median): one call of two 256-px images varied enough
-# to put the estimate anywhere between 55 and 106 s for the same work (deeppcb, 2-core CPU).
+# Calls timed for the after-loop estimate (their median), so one slow call on shared cores does not
+# set it: single calls of two 256-px images estimated the same work (deeppcb) at 55 to 106 s.
 TIMED_CALLS = 5
 
 
