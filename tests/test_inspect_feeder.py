@@ -53,3 +53,31 @@ def test_closing_a_feeder_whose_queue_is_full_returns_at_once():
     t = time.monotonic()
     feed.close()
     assert time.monotonic() - t < 2 and not feed._thread.is_alive()
+
+
+def test_on_the_cpu_batches_are_made_with_one_thread_and_other_threads_keep_theirs():
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen, gate = [], threading.Event()
+
+        def make():
+            gate.wait()  # the first batch only once the constructor has put the process-wide count back
+            seen.append(torch.get_num_threads())
+            return (torch.zeros(1),)
+
+        with BatchFeeder(make, [], "cpu", depth=1) as feed:
+            gate.set()
+            for _ in range(3):
+                feed.next()
+            here = torch.get_num_threads()
+            later = []
+            t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+            t.start()
+            t.join()
+        assert set(seen) == {1}  # so the training step's parallel regions keep both cores
+        assert here == 2 and later == [2]  # neither the caller nor threads started afterwards lose cores
+    finally:
+        torch.set_num_threads(before)

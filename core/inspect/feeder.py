@@ -6,6 +6,14 @@ magnetic_tile job made 881 steps, 1461 with the batches made ahead (bench/README
 session). The thread alone draws from the random generators, in the same order as before, so a
 seed still gives the same batches; each batch comes with the generators' states just after it was
 made, which is where a resumed run must start.
+
+On the CPU the thread makes its batches with one OpenMP thread, so it never starts a team of its
+own. GNU OpenMP counts the threads of every team in the process, and once they outnumber the cores
+its idle threads spin 100 times instead of GOMP_SPINCOUNT (core/openmp_wait.py) before they sleep:
+with the feeder's team beside the training thread's, magnetic_tile's step (VAE + two context
+batches, 2 cores) took 0.92-0.97 s; single-threaded, 0.70-0.84 s (bench/README.md, twenty-second
+session). Making a batch is no faster on two threads (0.047 s against 0.042 s on one). On a GPU the
+cores are otherwise idle and the thread keeps them all.
 """
 
 from __future__ import annotations
@@ -28,10 +36,26 @@ class BatchFeeder:
         self._pin = self._device.type == "cuda"
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lienzo-batches", daemon=True)
+        self._single_threaded = self._device.type == "cpu" and torch.get_num_threads() > 1
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="lienzo-batches", daemon=True)
+        threads = torch.get_num_threads()
         self._thread.start()
+        started.wait()
+        if self._single_threaded:
+            # torch.set_num_threads also sets the count that threads started later begin with; put
+            # that back (this thread's own count never changed; the feeder's stays at one).
+            torch.set_num_threads(threads)
 
-    def _run(self) -> None:
+    def _run(self, started: threading.Event) -> None:
+        try:
+            if self._single_threaded:
+                # Read first: a thread takes the process-wide count at its first parallel op, and
+                # the caller puts that count back to its own as soon as this thread has started.
+                torch.get_num_threads()
+                torch.set_num_threads(1)
+        finally:
+            started.set()  # the caller waits for this
         try:
             while not self._stop.is_set():
                 batch = self._make()
