@@ -1,6 +1,7 @@
 """Training batches made ahead in a thread: same batches as made in line, generator states to resume
 from, errors reach the training loop, closing never hangs."""
 
+import threading
 import time
 
 import pytest
@@ -56,8 +57,6 @@ def test_closing_a_feeder_whose_queue_is_full_returns_at_once():
 
 
 def test_on_the_cpu_batches_are_made_with_one_thread_and_other_threads_keep_theirs():
-    import threading
-
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

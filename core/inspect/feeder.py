@@ -36,10 +36,10 @@ class BatchFeeder:
         self._pin = self._device.type == "cuda"
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._single_threaded = self._device.type == "cpu" and torch.get_num_threads() > 1
+        threads = torch.get_num_threads()
+        self._single_threaded = self._device.type == "cpu" and threads > 1
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="lienzo-batches", daemon=True)
-        threads = torch.get_num_threads()
         self._thread.start()
         started.wait()
         if self._single_threaded:
