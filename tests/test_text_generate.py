@@ -248,3 +248,46 @@ def test_generation_cancel_event_stops_generate_thread(gpt2):
                              cancel_event=event, on_text=on_text)
     assert result.finish == "cancelled" and result.new_tokens < 15
     assert threading.active_count() < 20  # the generate thread ended
+
+
+def test_the_model_runs_on_the_calling_thread_and_text_is_read_on_another(gpt2):
+    # A fresh thread running the model would start a second OpenMP team beside the job thread's,
+    # and GNU OpenMP then slows every idle thread's wait: the model must stay on the job's thread.
+    ids, *_ = encode_prompt(gpt2.tokenizer, "continue", "Hello", "", 128, 20)
+    model_threads, text_threads = set(), set()
+    hook = gpt2.model.register_forward_pre_hook(lambda module, args: model_threads.add(threading.get_ident()))
+    try:
+        result = stream_generate(gpt2.model, gpt2.tokenizer, ids, GenerationSettings(max_new_tokens=20, seed=4),
+                                 on_text=lambda delta, tokens: text_threads.add(threading.get_ident()))
+    finally:
+        hook.remove()
+    assert result.new_tokens == 20 and result.text
+    assert model_threads == {threading.get_ident()}
+    assert text_threads and threading.get_ident() not in text_threads
+
+
+def test_a_failing_listener_or_model_ends_generation_with_its_error(gpt2):
+    ids, *_ = encode_prompt(gpt2.tokenizer, "continue", "Hello", "", 128, 60)
+    calls = []
+
+    def broken_listener(delta, tokens):
+        calls.append(tokens)
+        raise OSError("the preview pane is gone")
+
+    before = threading.active_count()
+    with pytest.raises(OSError, match="preview pane"):
+        stream_generate(gpt2.model, gpt2.tokenizer, ids, GenerationSettings(max_new_tokens=60, seed=2),
+                        on_text=broken_listener)
+    assert len(calls) == 1 and threading.active_count() == before  # generation stopped, nothing left running
+
+    def broken_model(module, args):
+        raise RuntimeError("out of memory")
+
+    hook = gpt2.model.register_forward_pre_hook(broken_model)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            stream_generate(gpt2.model, gpt2.tokenizer, ids, GenerationSettings(max_new_tokens=60, seed=2),
+                            on_text=lambda delta, tokens: None)
+    finally:
+        hook.remove()
+    assert threading.active_count() == before  # neither path leaves a reader waiting
