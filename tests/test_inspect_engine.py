@@ -445,6 +445,49 @@ def test_calibration_and_sensitivity():
         effective_threshold(cal, 1.5)
 
 
+def test_a_held_out_score_far_above_the_rest_is_left_out_of_the_threshold():
+    rng = np.random.default_rng(0)
+    good = list(rng.normal(1.5, 0.3, 99))
+    plain = calibrate(good)
+    assert plain["left_out"] == [] and plain["threshold"] == pytest.approx(np.mean(good) + plain["sd_multiple"]
+                                                                          * np.std(good, ddof=1))
+    # One odd good part (a circuit board that scored 13.3 where the rest stayed under 2.5) no longer
+    # lifts the threshold above nearly every defect.
+    odd = calibrate(good[:40] + [13.3] + good[40:])
+    assert odd["left_out"] == [40] and odd["left_out_scores"] == [13.3]
+    assert odd["threshold"] == pytest.approx(plain["threshold"]) and odd["n_good"] == 100
+    assert calibrate(good[:18] + [13.3])["left_out"] == []  # too few (19) to call one odd
+    # A heavy tail is not an outlier: at most 1 % of the held-out images are ever left out.
+    tail = calibrate(list(rng.lognormal(0.0, 1.5, 200)))
+    assert len(tail["left_out"]) <= 2
+    # Labelled images set the threshold where F1 is best; nothing is left out there.
+    assert calibrate(good + [13.3], [3.0, 4.0], [1, 1])["left_out"] == []
+
+
+def test_training_names_the_held_out_good_images_left_out_of_the_threshold(tmp_path, shared_data):
+    goods = sorted((shared_data / "qa" / "magnetic_tile" / "train" / "good").iterdir())[:40]
+    folder = tmp_path / "data" / "train" / "good"
+    folder.mkdir(parents=True)
+    # The VAE's own map alone: with several maps the held-out images also set the maps' scales, and a
+    # model this small lets one odd image's pixels widen them until it looks ordinary.
+    params = {"data": str(tmp_path / "data"), "out": str(tmp_path / "m"), "seed": 5, "holdout": 0.5, "views": False,
+              "feature_stats": False, "context": False, **FAST}
+    # The training's own held-out draw (train.run): the first image it holds out becomes the odd one.
+    odd_at = torch.randperm(40, generator=torch.Generator().manual_seed(params["seed"] + 1)).tolist()[0]
+    for i, path in enumerate(goods):
+        image = np.asarray(Image.open(path).convert("L"))
+        if i == odd_at:  # a "good" image that is nothing like a tile: horizontal stripes
+            image = (np.indices(image.shape)[0] // 4 % 2 * 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    ctx = Ctx()
+    train.run(params, ctx)
+    cal = json.loads((tmp_path / "m" / "config.json").read_text())["calibration"]
+    odd_path = str(folder / f"{odd_at:02d}.png")
+    assert cal["n_good"] == 20 and cal["left_out_images"] == [odd_path]
+    assert cal["threshold"] < cal["left_out_scores"][0]
+    assert any("left out of the threshold" in line and odd_path in line for line in ctx.logs)
+
+
 def test_evaluate_reports_all_metrics(trained, subset):
     from core.inspect.evaluate import evaluate
 

@@ -566,7 +566,12 @@ def run(params: dict, ctx) -> dict:
             lab_scores = insp.score_tensor(_stack([a for a, _, _ in keep]),
                                            views=insp.views_of([s for _, _, s in keep]))[0].tolist()
             lab_labels = [0 if i.is_good else 1 for _, i, _ in keep]
-    config["calibration"] = calibrate(hold_scores.tolist(), lab_scores, lab_labels)
+    calibration = config["calibration"] = calibrate(hold_scores.tolist(), lab_scores, lab_labels)
+    if calibration["left_out"]:
+        odd = calibration["left_out_images"] = [str(good_paths[hold_idx[i]]) for i in calibration["left_out"]]
+        ctx.log(f"{len(odd)} held-out good image(s) scored far above the others and were left out of the threshold; "
+                "check that they really are good: " + ", ".join(
+                    f"{path} ({score:.3g})" for path, score in zip(odd, calibration["left_out_scores"])))
     tensors = insp.tensors()
     saved = store.save_model(out, tensors, config)
     # A finished model no longer needs its resume checkpoint.

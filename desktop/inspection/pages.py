@@ -1084,8 +1084,11 @@ class ThresholdPage(QWidget):
         self._enable_calibrate()
         cal = st.model["config"]["calibration"] if st.model else {}
         if cal:
+            odd = len(cal.get("left_out") or ())
             how = (f"at training from {cal.get('n_good', 'the')} held-out good images (their mean + "
-                   f"{cal.get('sd_multiple', 3.0):.3g} standard deviations)" if cal.get("method") == "good_holdout"
+                   f"{cal.get('sd_multiple', 3.0):.3g} standard deviations"
+                   + (f"; {odd} of them, far above the others, left out)" if odd else ")")
+                   if cal.get("method") == "good_holdout"
                    else f"where F1 is best on {cal.get('n_good', 0) + cal.get('n_labelled', 0)} labelled images")
             use = (st.model["config"].get("map") or {}).get("use")
             maps = f" The model sums these anomaly maps: {map_names(use)}." if use else ""
