@@ -3,8 +3,9 @@
 `model.generate` runs on the calling (job) thread and feeds a TextIteratorStreamer; a helper
 thread, which runs no torch operations, reads the text as it comes, cuts it at stop strings and
 hands it on. (Generating on a fresh thread would give it an OpenMP team of its own beside the job
-thread's, and GNU OpenMP then throttles every idle thread's spin: about 7 % slower on 2 cores.) A StoppingCriteria polls the job's
-cancel event, so Stop takes effect after the current token. Chat models get their chat template;
+thread's, and GNU OpenMP then throttles every idle thread's spin: the job ran at 0.85 of a bare
+generate on 2 cores, 0.93-0.97 now; bench/README.md.) A StoppingCriteria polls the job's cancel
+event, so Stop takes effect after the current token. Chat models get their chat template;
 plain models continue the raw text. A prompt longer than the context is trimmed with a notice.
 """
 
