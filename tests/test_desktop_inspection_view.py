@@ -231,6 +231,15 @@ def test_threshold_slider_updates_counts_without_the_model(qtbot, opened, prepar
     assert f"{cal['threshold']:.4g} was set at training" in page.explain.text()
     assert cal["method"] == "good_holdout"  # it says which bound: it widens for few held-out images
     assert f"{cal['n_good']} held-out good images (their mean + {cal['sd_multiple']:.3g} standard" in page.explain.text()
+    assert "left out" not in page.explain.text()
+    # a model whose calibration left out odd held-out images says how many (score.far_above_the_rest)
+    cal.update(left_out=[1], left_out_scores=[9.9])
+    try:
+        page.fill_alarms()
+        assert "standard deviations; 1 of them, far above the others, left out)" in page.explain.text()
+    finally:
+        cal.update(left_out=[], left_out_scores=[])
+        page.fill_alarms()
     # the model scores parts without its context map and says so
     assert json.loads((Path(st.model["path"]) / "config.json").read_text())["map"]["score_leaves_out"] == ["context"]
     assert "Part scores leave out the context map, which the heat map shows." in page.explain.text()
