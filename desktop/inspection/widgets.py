@@ -201,7 +201,8 @@ class ThresholdPlots(QWidget):
         self.hist.setLabel("left", "items")
         self.hist.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 210))
         self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#1d4f7c", width=2),
-                                    label="threshold", labelOpts={"position": 0.9, "color": "#1d4f7c"})
+                                    # below the legend (top right), which hid the label of a threshold far right
+                                    label="threshold", labelOpts={"position": 0.7, "color": "#1d4f7c"})
         self.hist.addItem(self.line)
         self.line.sigPositionChangeFinished.connect(lambda l: state.set_threshold(l.value()))
         self.line.sigPositionChangeFinished.connect(lambda _l: state.commit_threshold())
