@@ -1,8 +1,9 @@
 """Tokens/s and time to first token: Lienzo's streaming generation job vs a bare `model.generate`.
 
 Both run the same random-weight GPT-2 (same weights, prompt, sampling settings and seed) in this
-process, on the job runner's thread (where the app loads and runs models). Lienzo's path is the real one: JobRunner -> generate_job -> text-reading thread + stopping
-criteria + stop-string scan + throttled progress. Target: Lienzo >= 0.95x the bare throughput.
+process, on the job runner's thread (where the app loads and runs models). Lienzo's path is the
+real one: JobRunner -> generate_job -> text-reading thread + stopping criteria + stop-string scan
++ throttled progress. Target: Lienzo >= 0.95x the bare throughput.
 
     .venv/bin/python bench/text_generate.py                 # small config, CPU
     .venv/bin/python bench/text_generate.py --config gpt2   # GPT-2 124M-sized (for a GPU run)
