@@ -58,13 +58,16 @@ def run_subcommand(args: argparse.Namespace) -> int:
         return 130
 
 
-def progress_printer(prefix: str = ""):
-    """A JobRunner listener that prints progress lines on stderr (for headless commands)."""
+def progress_printer(prefix: str = "", logs: bool = True):
+    """A JobRunner listener that prints progress lines on stderr (for headless commands), and the
+    job's log lines unless `logs` is false."""
 
     def listener(event):
         if event.type == "progress":
             total = f"/{event.total}" if event.total else ""
             print(f"{prefix}[{event.step}{total}] {event.message}", file=sys.stderr, flush=True)
+        elif event.type == "log" and logs:
+            print(f"{prefix}{event.message}", file=sys.stderr, flush=True)
 
     return listener
 

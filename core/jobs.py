@@ -28,7 +28,8 @@ PROGRESS_INTERVAL_S = 0.1
 
 @dataclass
 class JobEvent:
-    """What listeners receive. `type` is one of queued, started, progress, finished, failed, cancelled."""
+    """What listeners receive. `type` is one of queued, started, progress, log (a line of the job's
+    log, in `message`), finished, failed, cancelled."""
 
     type: str
     job: "JobHandle"
@@ -131,7 +132,9 @@ class JobContext:
         self._runner._emit(JobEvent("progress", handle, step, total, message, preview))
 
     def log(self, line: str) -> None:
+        """Add a line to the job's log (stored with its run) and pass it to listeners."""
         self._log.append(line)
+        self._runner._emit(JobEvent("log", self._handle, message=line))
 
     @property
     def log_text(self) -> str:
@@ -238,13 +241,13 @@ class JobRunner:
             handle.error = AppError("The computer ran out of memory during this job.",
                                     "Close other programs, or use smaller images or a smaller model.")
         except BaseException as exc:  # unexpected (SystemExit too: it must not kill the worker):
-            ctx.log(traceback.format_exc())  # keep the traceback in the run log, show a sentence
+            ctx._log.append(traceback.format_exc())  # in the run log only; listeners get a sentence
             handle.status = FAILED
             handle.error = AppError(f"{handle.title} failed: {type(exc).__name__}: {exc}",
                                     "The details are in the run log. Please report this.")
         handle.finished_at = time.time()
-        if handle.error is not None:
-            ctx.log(str(handle.error))
+        if handle.error is not None:  # listeners learn of it from the "failed" event
+            ctx._log.append(str(handle.error))
         self._record(handle, status=handle.status, ended_at=handle.finished_at,
                      metrics=ctx.metrics or None, log=ctx.log_text or None)
         event_type = {DONE: "finished", FAILED: "failed", CANCELLED: "cancelled"}[handle.status]

@@ -162,6 +162,13 @@ def test_one_view_keeps_a_single_set_of_statistics(two_shapes, tmp_path):
     assert Inspector.load(out, "cpu").views_of([(100, 40), (100, 100)]) is None
 
 
+def test_the_command_line_says_which_views_it_found(two_shapes, tmp_path, capsys):
+    assert main(["inspect", "train", str(two_shapes), "--out", str(tmp_path / "m"), "--image-size", "64",
+                 "--patch", "32", "--steps", "1", "--device", "cpu", "--no-context"]) == 0
+    views = [line for line in capsys.readouterr().err.splitlines() if "views by image shape" in line]
+    assert len(views) == 1 and views[0].startswith("inspect.train: ") and "(34 images)" in views[0]
+
+
 def test_operator_trains_and_inspects_a_product_photographed_in_two_shapes(qtbot, two_shapes, tmp_path):
     """The app end to end: import, train (the result says which shapes became views), inspect the
     test split (each image against its own view: the same scores as the engine), calibrate."""

@@ -175,6 +175,23 @@ def test_failures_are_recorded_with_their_message(runner, project):
     log = project.get_run(unexpected.run_id)["log"]
     assert "about to divide" in log and "Traceback" in log  # the details stay in the run log
     assert recorder.of(unexpected)[-1][0] == "failed"
+    # Listeners get the job's own log lines, not the traceback nor the error (the "failed" event has it)
+    assert [e[4] for e in recorder.of(unexpected, "log")] == ["about to divide"]
+    assert recorder.of(expected, "log") == []
+
+
+def test_headless_commands_print_progress_and_log_lines_on_stderr(capsys):
+    from core.cli import run_job
+
+    def job(params, ctx):
+        ctx.progress(0, 2, "reading")
+        ctx.log("skipped broken.png: not an image")
+        ctx.progress(2, 2, "done")
+        return "ok"
+
+    assert run_job(job, {}, kind="demo").result == "ok"
+    assert capsys.readouterr().err.splitlines() == [
+        "demo: [0/2] reading", "demo: skipped broken.png: not an image", "demo: [2/2] done"]
 
 
 def test_system_exit_in_a_job_does_not_kill_the_worker(runner):

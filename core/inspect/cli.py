@@ -330,22 +330,12 @@ def _train(args, project) -> int:
     if project is not None:
         res["model_id"] = _register(project, args.out, config)
         res["run_id"] = handle.run_id
+    # Skipped files and left-out images were printed on stderr as the job logged them.
     res["skipped"] = [{"path": p, "reason": r} for p, r in res["skipped"]]
-    for s in res["skipped"]:
-        print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
     res["left_out_of_threshold"] = config["calibration"].get("left_out_images", [])
-    for line in left_out_warnings(config["calibration"]):
-        print(line, file=sys.stderr)
     _emit(args, res, [f"model saved to {res['model']} ({res['steps']} steps, {res['train_seconds']} s, "
                       f"{res['images']} good images, threshold {res['threshold']:.4g})"])
     return 0
-
-
-def left_out_warnings(calibration: dict) -> list[str]:
-    """One line per held-out good image the threshold left out (score.far_above_the_rest)."""
-    return [f"warning: the held-out good image {path} scored {score:.4g}, far above the others, and was left out "
-            "of the threshold; check that it really is good"
-            for path, score in zip(calibration.get("left_out_images", []), calibration.get("left_out_scores", []))]
 
 
 def _eval(args, project) -> int:

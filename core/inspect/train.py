@@ -331,6 +331,14 @@ def optimise(loss, opt, scaler) -> None:
         opt.step()
 
 
+def left_out_warnings(calibration: dict) -> list[str]:
+    """One line per held-out good image the threshold left out (score.far_above_the_rest), for the
+    training log and the command line."""
+    return [f"warning: the held-out good image {path} scored {score:.4g}, far above the others, and was left out "
+            "of the threshold; check that it really is good"
+            for path, score in zip(calibration.get("left_out_images", []), calibration.get("left_out_scores", []))]
+
+
 def run(params: dict, ctx) -> dict:
     """Train an image inspector. params: data, out, and any of DEFAULTS. Returns a summary dict."""
     job_start = time.monotonic()
@@ -569,9 +577,8 @@ def run(params: dict, ctx) -> dict:
     calibration = config["calibration"] = calibrate(hold_scores.tolist(), lab_scores, lab_labels)
     if calibration["left_out"]:
         odd = calibration["left_out_images"] = [str(good_paths[hold_idx[i]]) for i in calibration["left_out"]]
-        ctx.log(f"{len(odd)} held-out good image(s) scored far above the others and were left out of the threshold; "
-                "check that they really are good: " + ", ".join(
-                    f"{path} ({score:.3g})" for path, score in zip(odd, calibration["left_out_scores"])))
+        for line in left_out_warnings(calibration):
+            ctx.log(line)
     tensors = insp.tensors()
     saved = store.save_model(out, tensors, config)
     # A finished model no longer needs its resume checkpoint.

@@ -102,7 +102,7 @@ def _run(fn, params: dict, kind: str, project=None, quiet: bool = False):
     """Run one job to its end, printing progress on stderr; Ctrl+C cancels it."""
     from core.cli import progress_printer, run_job
 
-    printer = progress_printer()
+    printer = progress_printer(logs=False)  # its log lines (notices) come as progress messages too
     # While text streams to stdout, per-token progress lines would only interleave with it.
     listener = (lambda e: printer(e) if not e.step else None) if quiet else printer
     return run_job(fn, params, kind=kind, project=project, listener=listener).result
