@@ -678,6 +678,25 @@ def test_feature_statistics_comparison_runs_on_a_trained_model(trained, subset):
     assert len(lines) == 3 and "whole map" in lines[0] and "4x4 cells" in lines[2]
 
 
+def test_map_sums_comparison_runs_on_a_trained_model(trained, subset, tmp_path):
+    out, _, _ = trained
+    r = subprocess.run([sys.executable, "bench/inspect_map_sums.py", str(out), str(subset), "--json", str(tmp_path / "s.json")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr  # the held-out images were drawn as training drew them
+    res = json.loads((tmp_path / "s.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    maps = res["maps"]
+    assert len(res["sums"]) == 2 ** len(maps) - 1 and res["held_out"] == cfg["training"]["holdout_images"]
+    # The sum the model scores with ranks the test images as the model's own scores do
+    insp = Inspector.load(out, "cpu")
+    from core.inspect.evaluate import evaluate
+
+    assert res["sums"][res["score_sums"]] == pytest.approx(evaluate(insp, subset, with_aupro=False)["image_auroc"],
+                                                          abs=1e-6)
+    assert "<- the model scores this" in r.stdout and res["image_level"]
+
+
 def test_device_choice_and_oom_guard():
     from core import device
 

@@ -331,6 +331,25 @@ def optimise(loss, opt, scaler) -> None:
         opt.step()
 
 
+def held_out_split(view: torch.Tensor, by_view: bool, seed: int, share: float) -> tuple[list[int], list[int]]:
+    """(held-out, training) indices of the good images: a deterministic `share` of them, spread
+    over the set, held out to calibrate the threshold; with `by_view`, that share of each view
+    (`view`: each image's view), since every view needs held-out images of its own."""
+    n = view.numel()
+    if not by_view:
+        # At least 3 when the set allows: one held-out image says nothing about the spread of good scores.
+        n_hold = max(3, int(round(n * share))) if n >= 9 else 1
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1)).tolist()
+        return sorted(order[:n_hold]), sorted(order[n_hold:])
+    hold = []
+    for v in range(int(view.max()) + 1):
+        members = (view == v).nonzero().flatten().tolist()
+        count = max(3, int(round(len(members) * share)))
+        pick = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed + 1 + v))
+        hold += [members[i] for i in pick[:count].tolist()]
+    return sorted(hold), sorted(set(range(n)) - set(hold))
+
+
 def left_out_warnings(calibration: dict) -> list[str]:
     """One line per held-out good image the threshold left out (score.far_above_the_rest), for the
     training log and the command line."""
@@ -377,24 +396,11 @@ def run(params: dict, ctx) -> dict:
     if len(arrays) < 2:
         D.require_good([None] * len(arrays), ds.root)  # message: none / only one
     ctx.check_cancelled()
-    # Hold out some good images (spread over the set, deterministic) to calibrate the threshold.
-    n = len(arrays)
-    # At least 3 when the set allows: one held-out image says nothing about the spread of good scores.
-    n_hold = max(3, int(round(n * float(p["holdout"])))) if n >= 9 else 1
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(p["seed"]) + 1)).tolist()
-    hold_idx, train_idx = sorted(order[:n_hold]), sorted(order[n_hold:])
     # Images of clearly different shapes are different views of the product (core.inspect.views).
     edges = V.find_edges([V.aspect(s) for s in shapes]) if p["views"] and not p["baseline"] else []
     view = V.view_of([V.aspect(s) for s in shapes], edges)
-    if edges:  # every view needs held-out images of its own: the same share of each
-        hold_idx = []
-        for v in range(len(edges) + 1):
-            members = (view == v).nonzero().flatten().tolist()
-            share = max(3, int(round(len(members) * float(p["holdout"]))))
-            pick = torch.randperm(len(members), generator=torch.Generator().manual_seed(int(p["seed"]) + 1 + v))
-            hold_idx += [members[i] for i in pick[:share].tolist()]
-        hold_idx = sorted(hold_idx)
-        train_idx = sorted(set(range(n)) - set(hold_idx))
+    hold_idx, train_idx = held_out_split(view, bool(edges), int(p["seed"]), float(p["holdout"]))
+    if edges:
         ctx.log("views by image shape: " + "; ".join(
             f"{r} ({int((view == v).sum())} images)" for v, r in enumerate(V.describe(edges))))
     train_views, hold_views = view[train_idx], view[hold_idx]
@@ -526,7 +532,8 @@ def run(params: dict, ctx) -> dict:
                 else "seg", "sigma": 0.0 if p["baseline"] else float(p["map_sigma"]),
                 "score": "max" if p["baseline"] else p["score"]},
         "training": {"steps": step, "seconds": round(train_seconds, 1), "images": len(train_idx),
-                     "holdout_images": len(hold_idx), "skipped": len(skipped), "seed": int(p["seed"]),
+                     "holdout_images": len(hold_idx), "holdout": float(p["holdout"]), "skipped": len(skipped),
+                     "seed": int(p["seed"]),
                      "device": str(dev), "batch": batch, "patch": p["patch"], "lr": float(p["lr"]),
                      "beta": float(p["beta"]), "final_loss": loss_avg, "loss_parts": parts,
                      "images_per_s": round((step - start_step) * batch / max(train_seconds - prev_elapsed, 1e-6)
