@@ -764,7 +764,11 @@ def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
     choice = mapchoice.choose_maps(insp, x, labels, masks)
     rows = choice["subsets"]
     assert len(rows) == 15 and choice["pixels"] and (choice["n_good"], choice["n_defect"]) == (6, 6)
-    assert rows[0]["maps"] == choice["use"] and all(rows[0]["score"] >= r["score"] - 1e-4 for r in rows)
+    assert rows[0]["maps"] == choice["use"]
+    # Kept: all the maps, or a subset that beat them in most resamples; none of those scores higher
+    eligible = [r for r in rows if len(r["maps"]) == 4 or r["beats_all_maps"] >= mapchoice.CONFIDENCE]
+    assert rows[0] in eligible and all(rows[0]["score"] >= r["score"] - 1e-4 for r in eligible)
+    assert next(r for r in rows if len(r["maps"]) == 4)["beats_all_maps"] == 0.0
     combine = insp.config["map"]["combine"]
     with torch.inference_mode():
         parts = insp.map_parts(x)
@@ -796,6 +800,47 @@ def test_labelled_images_choose_the_maps_that_are_summed(trained, subset):
         mapchoice.apply_choice(insp, [])
     insp.fit_combination(x[labels == 0])  # new scales: the old choice no longer holds
     assert "use" not in insp.config["map"] and len(insp.maps_in_use()) == 4
+
+
+def test_a_subset_of_maps_is_kept_only_where_it_beats_all_of_them_in_most_resamples():
+    from sklearn.metrics import roc_auc_score
+
+    from core.inspect import mapchoice
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], [60, 40])
+    shift = labels * 1.5
+    all_maps = rng.normal(size=100) + shift
+    clearly_better = rng.normal(size=100) * 0.3 + shift
+    as_good = all_maps + rng.normal(size=100) * 0.05  # the same ranking, give or take a pair
+    images = np.stack([clearly_better, as_good, all_maps])  # the last row: all the maps
+    assert mapchoice._ranks_auroc(labels[None].astype(float), images) == pytest.approx(
+        [roc_auc_score(labels, row) for row in images])
+    beats = mapchoice._share_beating_all(labels, images)
+    assert beats[0] >= mapchoice.CONFIDENCE and beats[1] < mapchoice.CONFIDENCE and beats[2] == 0
+    assert np.array_equal(beats, mapchoice._share_beating_all(labels, images))  # seeded
+    # Five of each: one lucky pair does not make a subset surely better
+    few = np.r_[0:5, 60:65]
+    lucky = all_maps[few].copy()
+    worst_defect = few[5 + int(np.argmin(all_maps[few][5:]))]
+    lucky[few.tolist().index(worst_defect)] += 5.0
+    assert roc_auc_score(labels[few], lucky) > roc_auc_score(labels[few], all_maps[few])
+    assert mapchoice._share_beating_all(labels[few], np.stack([lucky, all_maps[few]]))[0] < mapchoice.CONFIDENCE
+    # pixels count too: a subset whose maps find the defects' pixels beats all the maps there
+    masks = np.zeros((100, 8, 8), bool)
+    masks[labels == 1, 2:5, 2:5] = True
+    grids_all = torch.from_numpy(rng.normal(size=(100, 8, 8)).astype(np.float16))
+    grids_sharp = grids_all.clone()
+    grids_sharp[torch.from_numpy(masks)] += 2.0
+    same_images = np.stack([all_maps, all_maps])
+    beats = mapchoice._share_beating_all(labels, same_images, [grids_sharp, grids_all], masks)
+    assert beats[0] == 1.0
+    # What the user is told when a higher-scoring subset was not kept
+    kept = {"maps": ["own", "features"], "score": 1.8, "beats_all_maps": 0.0}
+    higher = {"maps": ["own"], "score": 1.9, "beats_all_maps": 0.62}
+    assert mapchoice.unsure_note([kept, higher]) == ("own scored higher on these images but beat all the maps in only "
+                                                     "62% of resamples (needs 90%): label more images to choose it surely.")
+    assert mapchoice.unsure_note([higher | {"beats_all_maps": 0.95}, kept]) == ""
 
 
 def test_choosing_maps_needs_enough_labelled_images_and_more_than_one_map(trained, subset):

@@ -395,9 +395,12 @@ def _calibrate(args, project) -> int:
     lines = []
     for row in out.get("subsets", []):
         pixel = "" if row["pixel_auroc"] is None else f"  pixel AUROC {row['pixel_auroc']:.3f}"
-        lines.append(f"{'+'.join(row['maps']):40s} image AUROC {row['image_auroc']:.3f}{pixel}")
+        lines.append(f"{'+'.join(row['maps']):40s} image AUROC {row['image_auroc']:.3f}{pixel}  "
+                     f"better than all maps in {row['beats_all_maps']:.0%} of resamples")
     if args.choose_maps:
         lines.append(f"maps chosen: {' + '.join(out['maps'])}")
+        if out.get("unsure"):
+            lines.append(out["unsure"])
     if project is not None:  # the project's copy follows; an operator's threshold on the old scale lapses
         from core.inspect import session
 

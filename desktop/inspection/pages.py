@@ -1168,6 +1168,8 @@ class ThresholdPage(QWidget):
             best = res["subsets"][0]
             pixel = "" if best["pixel_auroc"] is None else f", pixel AUROC {best['pixel_auroc']:.3f}"
             text += f" Maps chosen: {map_names(res['maps'])} (image AUROC {best['image_auroc']:.3f}{pixel} on them)."
+            if res.get("unsure"):
+                text += " " + res["unsure"]
         if self.state.stale:  # the inspection shown was scored with the earlier maps
             text += " The scores shown were made with the earlier maps: inspect again to see the new ones."
         if res.get("skipped"):
