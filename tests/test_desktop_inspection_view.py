@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +363,7 @@ def test_audit_trail_is_a_read_only_table(qtbot, opened, prepared):
 def test_calibrate_on_labelled_images_from_the_threshold_page(qtbot, opened, prepared):
     from PySide6.QtWidgets import QMessageBox
 
+    from core.inspect import mapchoice
     from core.inspect import session as S
     from core.inspect import store
 
@@ -396,6 +398,19 @@ def test_calibrate_on_labelled_images_from_the_threshold_page(qtbot, opened, pre
     best = max(S.threshold_stats(scores, labels, t)["f1"] for t in scores)
     assert S.threshold_stats(scores, labels, res["threshold"])["f1"] == pytest.approx(best)
     assert opened.project.audit_log("model.update")[-1]["details"]["new_threshold"] == res["threshold"]
+    # How a choice of maps reads (a data set this small cannot make one): the maps kept, and why a
+    # higher-scoring subset was not
+    unsure = mapchoice.unsure_note([{"maps": ["own", "features"], "score": 1.7, "beats_all_maps": 0.0},
+                                    {"maps": ["own"], "score": 1.8, "beats_all_maps": 0.6}])
+    handle.result = {**res, "maps": ["own", "features"], "unsure": unsure,
+                     "subsets": [{"maps": ["own", "features"], "image_auroc": 0.9, "pixel_auroc": 0.8, "score": 1.7,
+                                  "beats_all_maps": 0.0}]}
+    with warnings.catch_warnings():  # its progress slot was disconnected when the job ended
+        warnings.simplefilter("ignore", RuntimeWarning)
+        page._calibrated(handle)
+    text = page.calibrate_result.text()
+    assert "Maps chosen: " in text and "image AUROC 0.900, pixel AUROC 0.800" in text
+    assert text.endswith(unsure) and "60% of resamples" in unsure
 
 
 def test_tabular_flow(qtbot, opened, shared_data, tmp_path):
