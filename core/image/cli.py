@@ -85,7 +85,7 @@ def _generate(args) -> int:
         project = Project.open(args.project)
     try:
         outcome = run_job(run_generation, params, kind="image.generate", title="Image generation",
-                          project=project, listener=progress_printer("image ")).result
+                          project=project, listener=progress_printer("image ", logs=False)).result  # seeds: below
     finally:
         if project is not None:
             project.close()

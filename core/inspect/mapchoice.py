@@ -140,7 +140,8 @@ def unsure_note(rows) -> str:
         return ""
     best = max(rows, key=lambda r: r["score"])
     return (f"{' + '.join(best['maps'])} scored higher on these images but beat all the maps in only "
-            f"{best['beats_all_maps']:.0%} of resamples (needs {CONFIDENCE:.0%}): label more images to choose it surely.")
+            f"{best['beats_all_maps']:.0%} of resamples (needs {CONFIDENCE:.0%}): "
+            "label more images to choose it surely.")
 
 
 def _ranks_auroc(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
