@@ -399,18 +399,18 @@ def test_calibrate_on_labelled_images_from_the_threshold_page(qtbot, opened, pre
     assert S.threshold_stats(scores, labels, res["threshold"])["f1"] == pytest.approx(best)
     assert opened.project.audit_log("model.update")[-1]["details"]["new_threshold"] == res["threshold"]
     # How a choice of maps reads (a data set this small cannot make one): the maps kept, and why a
-    # higher-scoring subset was not
-    unsure = mapchoice.unsure_note([{"maps": ["own", "features"], "score": 1.7, "beats_all_maps": 0.0},
-                                    {"maps": ["own"], "score": 1.8, "beats_all_maps": 0.6}])
-    handle.result = {**res, "maps": ["own", "features"], "unsure": unsure,
+    # higher-scoring subset was not, in the app's names for the maps
+    handle.result = {**res, "maps": ["own", "features"],
+                     "higher_not_kept": {"maps": ["own"], "beats_all_maps": 0.6, "needs": mapchoice.CONFIDENCE},
                      "subsets": [{"maps": ["own", "features"], "image_auroc": 0.9, "pixel_auroc": 0.8, "score": 1.7,
                                   "beats_all_maps": 0.0}]}
     with warnings.catch_warnings():  # its progress slot was disconnected when the job ended
         warnings.simplefilter("ignore", RuntimeWarning)
         page._calibrated(handle)
     text = page.calibrate_result.text()
-    assert "Maps chosen: " in text and "image AUROC 0.900, pixel AUROC 0.800" in text
-    assert text.endswith(unsure) and "60% of resamples" in unsure
+    assert "Maps chosen: VAE + VAE features (image AUROC 0.900, pixel AUROC 0.800 on them)." in text
+    assert text.endswith("VAE scored higher on these images but beat all the maps in only 60% of resamples "
+                         "(needs 90%): label more images to choose it surely.")
 
 
 def test_tabular_flow(qtbot, opened, shared_data, tmp_path):

@@ -836,11 +836,16 @@ def test_a_subset_of_maps_is_kept_only_where_it_beats_all_of_them_in_most_resamp
     beats = mapchoice._share_beating_all(labels, same_images, [grids_sharp, grids_all], masks)
     assert beats[0] == 1.0
     # What the user is told when a higher-scoring subset was not kept
+    from core.inspect.maps import unsure_choice_note
+
     kept = {"maps": ["own", "features"], "score": 1.8, "beats_all_maps": 0.0}
     higher = {"maps": ["own"], "score": 1.9, "beats_all_maps": 0.62}
-    assert mapchoice.unsure_note([kept, higher]) == ("own scored higher on these images but beat all the maps in only "
-                                                     "62% of resamples (needs 90%): label more images to choose it surely.")
-    assert mapchoice.unsure_note([higher | {"beats_all_maps": 0.95}, kept]) == ""
+    assert mapchoice.higher_not_kept([kept, higher]) == {"maps": ["own"], "beats_all_maps": 0.62, "needs": 0.9}
+    assert unsure_choice_note(mapchoice.higher_not_kept([kept, higher])) == (
+        "own scored higher on these images but beat all the maps in only 62% of resamples (needs 90%): "
+        "label more images to choose it surely.")
+    assert mapchoice.higher_not_kept([higher | {"beats_all_maps": 0.95}, kept]) is None
+    assert unsure_choice_note(None) == ""
 
 
 def test_choosing_maps_needs_enough_labelled_images_and_more_than_one_map(trained, subset):

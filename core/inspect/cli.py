@@ -399,8 +399,10 @@ def _calibrate(args, project) -> int:
                      f"better than all maps in {row['beats_all_maps']:.0%} of resamples")
     if args.choose_maps:
         lines.append(f"maps chosen: {' + '.join(out['maps'])}")
-        if out.get("unsure"):
-            lines.append(out["unsure"])
+        if out.get("higher_not_kept"):
+            from core.inspect.maps import unsure_choice_note
+
+            lines.append(unsure_choice_note(out["higher_not_kept"]))
     if project is not None:  # the project's copy follows; an operator's threshold on the old scale lapses
         from core.inspect import session
 

@@ -57,7 +57,7 @@ def recalibrate(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
         choice = choose_maps(insp, x, labels, masks, check_cancelled, views)
         apply_choice(insp, choice["use"])
         out["subsets"] = choice["subsets"]
-        out["unsure"] = unsure_note(choice["subsets"])
+        out["higher_not_kept"] = higher_not_kept(choice["subsets"])
     if check_cancelled:
         check_cancelled()
     scores, heat = insp.score_tensor(x, keep_maps=choose, views=views)
@@ -133,15 +133,14 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
             "n_good": good, "n_defect": bad}
 
 
-def unsure_note(rows) -> str:
-    """A sentence when a subset scored higher than the one kept on the labelled images but did not
-    beat all the maps in enough resamples to be kept (rows as choose_maps returns them)."""
+def higher_not_kept(rows) -> dict | None:
+    """The subset that scored higher than the one kept on the labelled images but did not beat all
+    the maps in enough resamples to be kept, with the share it needed (rows as choose_maps returns
+    them); None when the kept subset scored best. Said in words by maps.unsure_choice_note."""
     if not rows or rows[0]["score"] >= max(r["score"] for r in rows) - 1e-4:
-        return ""
+        return None
     best = max(rows, key=lambda r: r["score"])
-    return (f"{' + '.join(best['maps'])} scored higher on these images but beat all the maps in only "
-            f"{best['beats_all_maps']:.0%} of resamples (needs {CONFIDENCE:.0%}): "
-            "label more images to choose it surely.")
+    return {"maps": best["maps"], "beats_all_maps": best["beats_all_maps"], "needs": CONFIDENCE}
 
 
 def _ranks_auroc(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComb
 
 from core.errors import AppError
 from core.inspect import session as S
+from core.inspect.maps import unsure_choice_note
 from desktop import ui
 from desktop.inspection.widgets import (ROLE_INDEX, ColorScale, InspectionState, ResultDelegate, SyncedViews,
                                         ThresholdBar, ThresholdPlots, colormap_lut, error, overlay, pick_combo,
@@ -1168,8 +1169,8 @@ class ThresholdPage(QWidget):
             best = res["subsets"][0]
             pixel = "" if best["pixel_auroc"] is None else f", pixel AUROC {best['pixel_auroc']:.3f}"
             text += f" Maps chosen: {map_names(res['maps'])} (image AUROC {best['image_auroc']:.3f}{pixel} on them)."
-            if res.get("unsure"):
-                text += " " + res["unsure"]
+            if res.get("higher_not_kept"):
+                text += " " + unsure_choice_note(res["higher_not_kept"], map_names)
         if self.state.stale:  # the inspection shown was scored with the earlier maps
             text += " The scores shown were made with the earlier maps: inspect again to see the new ones."
         if res.get("skipped"):
