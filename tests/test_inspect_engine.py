@@ -869,6 +869,14 @@ def test_cli_calibrate_can_choose_the_maps_and_the_model_keeps_them(trained, sub
 
     copy = tmp_path / "m"
     shutil.copytree(trained[0], copy)
+    text_copy = tmp_path / "text"
+    shutil.copytree(trained[0], text_copy)
+    assert main(["inspect", "calibrate", str(text_copy), str(subset), "--choose-maps", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    subsets = [line for line in lines if "image AUROC" in line]
+    # every subset but all four maps says how often it beat them
+    assert len(subsets) == 15 and sum("of resamples" not in line for line in subsets) == 1
+    assert any(line.startswith("maps chosen: ") for line in lines)
     assert main(["inspect", "calibrate", str(copy), str(subset), "--choose-maps", "--json", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     cfg = json.loads((copy / "config.json").read_text())

@@ -393,10 +393,12 @@ def _calibrate(args, project) -> int:
     labels = [0 if i.is_good else 1 for i in items]
     out = mapchoice.recalibrate(insp, x, labels, masks if has_masks else None, args.choose_maps, views=views)
     lines = []
+    every = max((len(row["maps"]) for row in out.get("subsets", [])), default=0)
     for row in out.get("subsets", []):
         pixel = "" if row["pixel_auroc"] is None else f"  pixel AUROC {row['pixel_auroc']:.3f}"
-        lines.append(f"{'+'.join(row['maps']):40s} image AUROC {row['image_auroc']:.3f}{pixel}  "
-                     f"better than all maps in {row['beats_all_maps']:.0%} of resamples")
+        beats = "" if len(row["maps"]) == every else \
+            f"  better than all maps in {row['beats_all_maps']:.0%} of resamples"
+        lines.append(f"{'+'.join(row['maps']):40s} image AUROC {row['image_auroc']:.3f}{pixel}{beats}")
     if args.choose_maps:
         lines.append(f"maps chosen: {' + '.join(out['maps'])}")
         if out.get("higher_not_kept"):
