@@ -152,7 +152,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
         bare, pipe, vae = compared_rates(insp, x, views)
         out[variant] = {
             "image_auroc": ev["image_auroc"], "pixel_auroc": ev["pixel_auroc"], "aupro": ev["aupro"],
-            "f1": ev["f1"], "threshold": ev["threshold"], "pass_rate_good": ev["pass_rate_good"],
+            "f1": ev["f1"], "f1_max": ev["f1_max"], "threshold": ev["threshold"], "pass_rate_good": ev["pass_rate_good"],
             "catch_rate_defect": ev["catch_rate_defect"],
             "per_defect": {k: {kk: vv for kk, vv in v.items()} for k, v in ev["per_defect"].items()},
             "train_steps": res["steps"], "train_seconds": res["train_seconds"],
@@ -300,12 +300,12 @@ def main(argv=None) -> int:
                                     {"context_features": True} if args.context_features else None,
                                     args.choose_maps)
     print()
-    print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} "
+    print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} {'F1max':>6s} "
           f"{'train img/s':>11s} {'infer img/s':>11s} {'pipe/bare':>9s} {'pipe/vae':>8s}")
     for name, r in results.items():
         for variant, v in r.items():
             print(f"{name:14s} {variant:9s} {fmt(v['image_auroc']):>9s} {fmt(v['pixel_auroc']):>9s} "
-                  f"{fmt(v['aupro']):>6s} {fmt(v['f1']):>6s} {v['train_images_per_s']:11.2f} "
+                  f"{fmt(v['aupro']):>6s} {fmt(v['f1']):>6s} {fmt(v.get('f1_max')):>6s} {v['train_images_per_s']:11.2f} "
                   f"{v['infer_images_per_s_pipeline']:11.2f} {v['pipeline_vs_bare']:9.3f} "
                   f"{v['pipeline_vs_vae_only']:8.3f}")
         half = (r.get("ours") or {}).get("labelled_half")

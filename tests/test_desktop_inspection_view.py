@@ -261,6 +261,12 @@ def test_threshold_slider_updates_counts_without_the_model(qtbot, opened, prepar
     assert st.counts()["fail"] == 9
     bar.slider.setValue(1000)
     assert st.counts()["fail"] == 0
+    # every part passes, so F1 is 0: the page says what the best threshold on these items would give
+    from core.inspect import session as S
+
+    labels = [r["label"] for r in st.results]
+    best = max(S.threshold_stats(st.scores, labels, t)["f1"] for t in st.scores)
+    assert best > 0 and f"Best F1 on these items: {best:.2f}" in page.plots.confusion.text()
     # histogram, ROC with AUROC from the labels
     from sklearn.metrics import roc_auc_score
 

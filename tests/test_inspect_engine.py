@@ -445,6 +445,27 @@ def test_calibration_and_sensitivity():
         effective_threshold(cal, 1.5)
 
 
+def test_best_f1_is_the_highest_f1_of_any_threshold():
+    from sklearn.metrics import f1_score
+
+    from core.inspect.metrics import best_f1
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 40))
+        y = rng.integers(0, 2, n)
+        y[0] = 1
+        s = np.round(rng.normal(size=n) + y * rng.uniform(0, 2), 1)  # rounded: ties, as real scores have
+        f1, threshold = best_f1(y, s)
+        every = [f1_score(y, s >= t) for t in np.unique(s)]
+        assert f1 == pytest.approx(max(every)) and f1_score(y, s >= threshold) == pytest.approx(f1)
+    assert best_f1([0, 0], [1.0, 2.0]) == (None, None)  # no defects: nothing to catch
+    # The labelled calibration puts its threshold just under the best one
+    good, bad = [1.0, 1.1, 0.9, 2.5], [3.0, 2.0, 0.95]
+    f1, threshold = best_f1([0] * 4 + [1] * 3, good + bad)
+    assert calibrate(good, bad, [1, 1, 1])["threshold"] == pytest.approx(threshold - 1e-9)
+
+
 def test_a_held_out_score_far_above_the_rest_is_left_out_of_the_threshold():
     rng = np.random.default_rng(0)
     good = list(rng.normal(1.5, 0.3, 99))
@@ -734,12 +755,24 @@ def test_cli_calibrate_sets_f1_threshold_and_keeps_weights_valid(trained, subset
 
     copy = tmp_path / "m"
     shutil.copytree(trained[0], copy)
+    # Before: the threshold from held-out good images; eval says how far its F1 is from the best
+    assert main(["inspect", "eval", str(copy), str(subset), "--json", "--device", "cpu"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert before["calibration_method"] == "good_holdout" and before["f1_max"] >= before["f1"]
+    assert main(["inspect", "eval", str(copy), str(subset), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert f"best F1 on these images {before['f1_max']:.3f}, at threshold {before['f1_max_threshold']:.4g}" in text
+    assert ("where F1 is best on labelled images" in text) == (before["f1_max"] - before["f1"] >= 0.05)
     assert main(["inspect", "calibrate", str(copy), str(subset), "--json", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     cfg = json.loads((copy / "config.json").read_text())
     assert out["method"] == "f1_optimal" == cfg["calibration"]["method"]
     assert cfg["calibration"]["threshold"] == out["threshold"]
     Inspector.load(copy, "cpu")  # still passes the checksum
+    # After: on the images it was calibrated on, the model's F1 is the best one
+    assert main(["inspect", "eval", str(copy), str(subset), "--json", "--device", "cpu"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["f1"] == pytest.approx(after["f1_max"]) and after["calibration_method"] == "f1_optimal"
 
 
 def _labelled(insp, subset):

@@ -126,6 +126,8 @@ def test_rethreshold_follows_the_scores_and_is_audited(prepared, project):
     assert stats["auroc"] == pytest.approx(roc_auc_score(y, scores))
     c = stats["confusion"]
     assert c["tp"] + c["fn"] == 5 and c["fp"] + c["tn"] == 4
+    assert stats["f1_max"] == pytest.approx(max(S.threshold_stats(scores, labels, t)["f1"] for t in scores))
+    assert S.threshold_stats(scores, labels, stats["f1_max_threshold"])["f1"] == pytest.approx(stats["f1_max"])
 
 
 def test_csv_and_html_reports(prepared, project, tmp_path):
@@ -144,6 +146,8 @@ def test_csv_and_html_reports(prepared, project, tmp_path):
         assert (float(r["score"]) >= thr * (1 - 1e-6)) == (r["verdict"] == "FAIL")
     html = R.write_html(data, tmp_path / "r.html").read_text(encoding="utf-8")
     assert prepared["model_name"] in html and "Ana QA" in html
+    assert (f"<th>Best F1 (any threshold)</th><td>{data['stats']['f1_max']:.3f}</td><th>at threshold</th>\n"
+            f"<td>{data['stats']['f1_max_threshold']:.3f}</td>") in html
     fails = [r["name"] for r in data["rows"] if r["verdict"] == "FAIL"]
     section = html.split("FAIL items (3)")[1].split("All items")[0]
     for name in fails:

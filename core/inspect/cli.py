@@ -207,6 +207,10 @@ def _apply_threshold(config: dict, params: dict) -> str:
     return "project"
 
 
+# F1 this far below the best any threshold gets points the user to calibrating on labelled images.
+BEST_F1_HINT_GAP = 0.05
+
+
 # -- jobs --------------------------------------------------------------------------------------------
 
 def eval_job(params, ctx):
@@ -220,6 +224,7 @@ def eval_job(params, ctx):
     ctx.progress(0, 1, "scoring labelled images")
     res = evaluate(insp, params["data"])
     res["threshold_source"] = source
+    res["calibration_method"] = insp.calibration.get("method")
     items, scores = res.pop("_items"), res.pop("_scores")
     from core.inspect.score import normalised
 
@@ -358,6 +363,12 @@ def _eval(args, project) -> int:
              f"AUPRO {fmt(res.get('aupro'))} · F1 {fmt(res['f1'])}",
              f"threshold {res['threshold']:.4g} · good passed {fmt(res['pass_rate_good'])} · "
              f"defects caught {fmt(res['catch_rate_defect'])}"]
+    if res["f1_max"] is not None:
+        lines.append(f"best F1 on these images {fmt(res['f1_max'])}, at threshold {res['f1_max_threshold']:.4g}")
+        if res["calibration_method"] == "good_holdout" and res["f1_max"] - res["f1"] >= BEST_F1_HINT_GAP:
+            lines.append(f"the threshold was set from good images only; 'lienzo inspect calibrate {args.model} "
+                         f"DATA' sets it where F1 is best on labelled images (use other images than these "
+                         "to measure the result)")
     for t, d in res["per_defect"].items():
         lines.append(f"  {t}: {d['count']} images, caught {fmt(d['catch_rate'])}, image AUROC {fmt(d['image_auroc'])}")
     _emit(args, res, lines)

@@ -1,5 +1,6 @@
 """Inspection metrics with scikit-learn's ROC code: image AUROC, pixel AUROC, AUPRO (per-region
-overlap up to 30 % false-positive rate), F1 at the threshold, pass/catch rates, per defect type."""
+overlap up to 30 % false-positive rate), F1 at the threshold and the best F1 any threshold reaches,
+pass/catch rates, per defect type."""
 
 from __future__ import annotations
 
@@ -56,6 +57,25 @@ def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int 
     return float(np.trapezoid(yv, x) / max_fpr)
 
 
+def best_f1(y, s) -> tuple[float | None, float | None]:
+    """The highest F1 any threshold reaches on these scores (anomalib's F1Max) and that threshold
+    (a score counts as defective at or above it): what calibrating on these labelled images would
+    give, so the F1 at the model's own threshold can be read against it. Plain numpy, as
+    session.roc_curve, so the app's threshold view can call it on the GUI thread."""
+    y = np.asarray(y, dtype=bool)
+    s = np.asarray(s, dtype=np.float64)
+    if y.size == 0 or not y.any():
+        return None, None
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # each distinct score's last place
+    caught = np.cumsum(y)[last]
+    flagged = last + 1
+    f1 = 2 * caught / (flagged + y.sum())  # 2 TP / (2 TP + FP + FN)
+    best = f1.size - 1 - int(np.argmax(f1[::-1]))  # of equal F1s the lowest threshold, as scikit-learn's curve
+    return float(f1[best]), float(s[last[best]])
+
+
 def image_metrics(scores, labels, types, threshold, maps=None, masks=None, with_aupro=True) -> dict:
     """scores (N,), labels 0 good / 1 defect, types per item ("good" or defect type)."""
     from sklearn.metrics import f1_score
@@ -69,10 +89,13 @@ def image_metrics(scores, labels, types, threshold, maps=None, masks=None, with_
         "image_auroc": roc_auc(y, s),
         "f1": float(f1_score(y, pred, zero_division=0)) if bad.any() else None,
         "threshold": float(threshold),
+        "f1_max": None, "f1_max_threshold": None,
         "pass_rate_good": float((pred[good] == 0).mean()) if good.any() else None,
         "catch_rate_defect": float((pred[bad] == 1).mean()) if bad.any() else None,
         "pixel_auroc": None, "aupro": None,
     }
+    if bad.any():
+        out["f1_max"], out["f1_max_threshold"] = best_f1(y, s)
     has_masks = masks is not None and maps is not None and masks[bad].any() if bad.any() and masks is not None else False
     if has_masks:
         out["pixel_auroc"] = pixel_auroc(maps, masks)

@@ -199,6 +199,8 @@ th{{background:#eee}} .FAIL{{color:#b00020;font-weight:bold}} .PASS{{color:#1b7f
         cm = st["confusion"]
         out.append(f"""<h2>Metrics (labelled items)</h2><table>
 <tr><th>AUROC</th><td>{_fmt(st.get('auroc'))}</td><th>F1</th><td>{_fmt(st.get('f1'))}</td></tr>
+<tr><th>Best F1 (any threshold)</th><td>{_fmt(st.get('f1_max'))}</td><th>at threshold</th>
+<td>{_fmt(st.get('f1_max_threshold'))}</td></tr>
 <tr><th>Good parts passed</th><td>{_fmt(st.get('pass_rate_good'), True)}</td>
 <th>Defects caught</th><td>{_fmt(st.get('catch_rate_defect'), True)}</td></tr>
 <tr><th>True FAIL (defect)</th><td>{cm['tp']}</td><th>False alarms (good)</th><td>{cm['fp']}</td></tr>

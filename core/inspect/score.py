@@ -70,15 +70,12 @@ def calibrate(good_scores, defect_scores=(), defect_labels=()) -> dict:
     method = "good_holdout"
     thr = mean + k * sd
     if labels.size and labels.min() != labels.max() or (labels.size and labels.max() == 1 and good.size):
-        from sklearn.metrics import precision_recall_curve
+        from core.inspect.metrics import best_f1
 
         scores = np.concatenate([good, np.asarray(defect_scores, dtype=np.float64)])
         y = np.concatenate([np.zeros(good.size, int), labels])
         if y.min() != y.max():
-            prec, rec, thrs = precision_recall_curve(y, scores)
-            f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
-            best = int(np.argmax(f1))
-            thr, method, left_out = float(thrs[best]) - 1e-9, "f1_optimal", left_out[:0]
+            thr, method, left_out = best_f1(y, scores)[1] - 1e-9, "f1_optimal", left_out[:0]
     return {"threshold": float(thr), "scale": float(sd), "good_mean": mean, "good_sd": float(sd),
             "sd_multiple": k, "method": method, "n_good": int(good.size), "n_labelled": int(labels.size),
             "left_out": [int(i) for i in left_out], "left_out_scores": [float(good[i]) for i in left_out]}

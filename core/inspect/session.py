@@ -25,6 +25,7 @@ from core import paths
 from core.errors import AppError
 from core.inspect import data as D
 from core.inspect.maps import summed_maps
+from core.inspect.metrics import best_f1
 
 MODEL_KIND = "inspector"
 TABLE_MODEL_KIND = "inspector-table"
@@ -679,7 +680,8 @@ def label_is_defect(label) -> bool | None:
 
 
 def threshold_stats(scores, labels, threshold: float) -> dict:
-    """Histogram, ROC and confusion counts for labelled results (labels: good / defect type / None)."""
+    """Histogram, ROC, confusion counts, F1 and the best F1 any threshold gets, for labelled
+    results (labels: good / defect type / None)."""
     s = np.asarray(scores, dtype=np.float64)
     y = [label_is_defect(lab) for lab in labels]
     keep = np.array([v is not None for v in y], dtype=bool)
@@ -694,6 +696,7 @@ def threshold_stats(scores, labels, threshold: float) -> dict:
     out["pass_rate_good"] = c["tn"] / max(c["tn"] + c["fp"], 1) if (~ys).any() else None
     out["catch_rate_defect"] = c["tp"] / max(c["tp"] + c["fn"], 1) if ys.any() else None
     out["f1"] = 2 * c["tp"] / max(2 * c["tp"] + c["fp"] + c["fn"], 1) if ys.any() else None
+    out["f1_max"], out["f1_max_threshold"] = best_f1(ys, ss)
     lo, hi = float(s.min()), float(s.max())
     if hi <= lo:
         hi = lo + 1e-6

@@ -295,7 +295,9 @@ class ThresholdPlots(QWidget):
             f"<tr><th>good</th><td>{c['fp']} false alarms</td>"
             f"<td style='color:{PASS_COLOR.name()}'><b>{c['tn']}</b> passed</td></tr></table>"
             f"Good parts passed {pct(s.get('pass_rate_good'))} · defects caught {pct(s.get('catch_rate_defect'))}"
-            + (f" · F1 {s['f1']:.2f}" if s.get("f1") is not None else ""))
+            + (f" · F1 {s['f1']:.2f}" if s.get("f1") is not None else "")
+            + (f"<br>Best F1 on these items: {s['f1_max']:.2f}, at threshold {s['f1_max_threshold']:.4g}"
+               if s.get("f1_max") is not None and s["f1_max"] - s["f1"] > 0.005 else ""))
 
 
 # -- images ---------------------------------------------------------------------------------------
