@@ -110,6 +110,32 @@ def test_reloaded_model_scores_exactly_as_after_training(trained, subset):
     assert [r["verdict"] for r in rows_a] == [r["verdict"] for r in rows_b]
 
 
+def test_scoring_copies_fold_the_batch_norms_and_agree_with_the_networks():
+    from torch import nn
+
+    from core.inspect import model as M
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 64, 64)
+    nets = [M.build({**M.DEFAULT_ARCH, "channels": 1}), M.ContextSegmenter({"channels": 1}),
+            M.build({"type": "textbook_vae", "channels": 1, "size": 64, "width": 8, "latent": 8})]
+    for net in nets:
+        net.train()
+        for _ in range(3):  # running statistics unlike the norms' initial ones
+            net(x * 3 + 1)
+        folded = M.for_inference(net)
+        norms = lambda m: sum(isinstance(k, nn.BatchNorm2d) for k in m.modules())  # noqa: E731
+        assert norms(net) > 0 and norms(folded) == 0, type(net).__name__
+        assert net.training and not folded.training  # the network itself is left as it was
+        keys = set(net.state_dict())
+        net.eval()
+        with torch.no_grad():
+            a, b = net(x), folded(x)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            assert (u is None and v is None) or torch.allclose(u, v, rtol=1e-4, atol=1e-5), type(net).__name__
+        assert set(net.state_dict()) == keys  # what a model folder saves is unchanged
+
+
 def test_same_seed_same_weights(subset, tmp_path):
     a = train.run({"data": str(subset), "out": str(tmp_path / "a"), "seed": 1, **FAST, "steps": 4}, Ctx())
     b = train.run({"data": str(subset), "out": str(tmp_path / "b"), "seed": 1, **FAST, "steps": 4}, Ctx())
@@ -683,10 +709,10 @@ def test_benchmark_compares_pipeline_and_bare_forward_over_repeated_passes(train
         return real(insp, x, views, repeats)
 
     bench.pipeline_rate = counted
-    bare, pipe, vae = bench.compared_rates(insp, x, seconds=0.3, rounds=2)
-    assert bare > 0 and pipe > 0 and vae > 0
+    bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = bench.compared_rates(insp, x, seconds=0.3, rounds=3)
+    assert bare > 0 and pipe > 0 and vae > 0 and pipe_vs_bare > 0 and pipe_vs_vae > 0
     # One timing pass to size the repeats, then each round repeats until it lasts about 0.3 s.
-    assert len(passes) == 3 and passes[0] == 1 and passes[1] == passes[2] >= 1
+    assert len(passes) == 4 and passes[0] == 1 and passes[1] == passes[2] == passes[3] >= 1
     assert passes[1] * x.shape[0] / pipe >= 0.1
 
 

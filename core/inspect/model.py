@@ -298,6 +298,26 @@ def build(arch: dict) -> nn.Module:
     raise ValueError(f"unknown architecture type {kind!r}")
 
 
+def for_inference(net: nn.Module) -> nn.Module:
+    """A copy of `net` in eval mode with each batch norm folded into the convolution before it
+    (PyTorch's fuse_conv_bn_eval; the norm becomes an identity, so module indices stay): the same
+    results up to float rounding (1e-6 relative on the benchmark models' scores), 4-9 % faster
+    scoring on a 2-core CPU (bench/README.md, twenty-fifth session). The original keeps its norms,
+    for saving and for training on."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, norm = seq[i], seq[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(norm, nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.ConvTranspose2d))
+                seq[i + 1] = nn.Identity()
+    return folded
+
+
 def kl_divergence(mu, logvar):
     """KL(q(z|x) || N(0, I)), mean over latent elements."""
     return 0.5 * torch.mean(mu.pow(2) + logvar.exp() - 1.0 - logvar)

@@ -133,7 +133,9 @@ class Inspector:
     def __init__(self, net, config: dict, device=None, stats: dict | None = None, features=None,
                  context=None, context_features=None):
         self.device = device or torch.device("cpu")
-        self.net = devices.conv_layout(net, self.device).eval()
+        # Scoring runs copies with the batch norms folded in; the networks as given are saved.
+        self._nets_to_save = (net, context)
+        self.net = devices.conv_layout(M.for_inference(net), self.device)
         self.config = config
         self.prep = config["preprocess"]
         self.batch = inference_batch(self.prep["size"], self.device)
@@ -144,7 +146,7 @@ class Inspector:
         # view, or None.
         self.features = [g.to(self.device) for g in _per_view(features)] if features is not None else None
         # The whole-image segmenter of foreign regions (model.ContextSegmenter), or None.
-        self.context = (devices.conv_layout(context.to(self.device), self.device).eval()
+        self.context = (devices.conv_layout(M.for_inference(context.to(self.device)), self.device)
                         if context is not None else None)
         # Gaussians of the context segmenter's encoder features per region, one per view, or None.
         self.context_features = ([g.to(self.device) for g in _per_view(context_features)]
@@ -504,15 +506,16 @@ class Inspector:
         self.stats = {"mean": torch.stack(means).to(self.device), "std": torch.stack(sds).to(self.device)}
 
     def tensors(self) -> dict:
-        out = dict(self.net.state_dict())
+        net, context = self._nets_to_save
+        out = {k: v.cpu() for k, v in net.state_dict().items()}
         if self.stats is not None:  # (S, S) for one view, as before views existed
             out.update({f"stats.{k}": (v[0] if v.shape[0] == 1 else v).cpu() for k, v in self.stats.items()})
         for gaussians, prefix in ((self.features, "features."), (self.context_features, "context_features.")):
             for v, g in enumerate(gaussians or ()):
                 out.update({k: t for k, t in g.tensors(_view_prefix(prefix, v)).items()
                             if v == 0 or not k.endswith("channels")})
-        if self.context is not None:
-            out.update({f"context.{k}": v.cpu() for k, v in self.context.state_dict().items()})
+        if context is not None:
+            out.update({f"context.{k}": v.cpu() for k, v in context.state_dict().items()})
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
