@@ -257,7 +257,7 @@ def speed_only(name, root: Path) -> dict:
                         "pipeline_vs_bare": round(pipe_vs_bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
                         "pipeline_vs_vae_only": round(pipe_vs_vae, 3), "image_size": size}
         print(f"{name:14s} {variant:9s} pipeline {pipe:7.2f} img/s, bare forward {bare:7.2f} img/s, "
-              f"ratio {pipe / bare:.3f}; VAE alone {vae:7.2f} img/s, ratio {pipe / vae:.3f}", flush=True)
+              f"ratio {pipe_vs_bare:.3f}; VAE alone {vae:7.2f} img/s, ratio {pipe_vs_vae:.3f}", flush=True)
     return out
 
 
