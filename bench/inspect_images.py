@@ -221,8 +221,9 @@ def labelled_half(insp, root: Path, seed: int) -> dict:
     return out
 
 
-def speed_only(name, root: Path) -> dict:
-    """Pipeline vs bare forward for both networks, untrained (speed does not depend on weights)."""
+def speed_only(name, root: Path, context_features: bool = False) -> dict:
+    """Pipeline vs bare forward for both networks, untrained (speed does not depend on weights);
+    with context_features our inspector's fourth map too, as the full runs have it."""
     from core.inspect import data as D
     from core.inspect import model as M
     from core.inspect.score import Inspector
@@ -251,11 +252,12 @@ def speed_only(name, root: Path) -> dict:
         x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
         if variant == "ours":
             insp.fit_position_stats(x[:16])
-            insp.fit_feature_stats(x[16:], x[:16])
+            insp.fit_feature_stats(x[16:], x[:16], context_features=context_features)
         bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = compared_rates(insp, x)
         out[variant] = {"infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
                         "pipeline_vs_bare": round(pipe_vs_bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
-                        "pipeline_vs_vae_only": round(pipe_vs_vae, 3), "image_size": size}
+                        "pipeline_vs_vae_only": round(pipe_vs_vae, 3), "image_size": size,
+                        "maps": insp.available_maps()}
         print(f"{name:14s} {variant:9s} pipeline {pipe:7.2f} img/s, bare forward {bare:7.2f} img/s, "
               f"ratio {pipe_vs_bare:.3f}; VAE alone {vae:7.2f} img/s, ratio {pipe_vs_vae:.3f}", flush=True)
     return out
@@ -288,7 +290,7 @@ def main(argv=None) -> int:
     if args.speed_only:
         for name in args.sets:
             if (Path(args.data) / name).is_dir():
-                results[name] = speed_only(name, Path(args.data) / name)
+                results[name] = speed_only(name, Path(args.data) / name, args.context_features)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(results, indent=2))
