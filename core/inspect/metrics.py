@@ -57,23 +57,30 @@ def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int 
     return float(np.trapezoid(yv, x) / max_fpr)
 
 
-def best_f1(y, s) -> tuple[float | None, float | None]:
-    """The highest F1 any threshold reaches on these scores (anomalib's F1Max) and that threshold
-    (a score counts as defective at or above it): what calibrating on these labelled images would
-    give, so the F1 at the model's own threshold can be read against it. Plain numpy, as
-    session.roc_curve, so the app's threshold view can call it on the GUI thread."""
-    y = np.asarray(y, dtype=bool)
-    s = np.asarray(s, dtype=np.float64)
-    if y.size == 0 or not y.any():
-        return None, None
+def counts_at_each_threshold(positive, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(each distinct score, highest first; positives at or above it; all items at or above it),
+    ties handled as scikit-learn's curves do. Plain numpy on purpose: the app's threshold view
+    calls this on the GUI thread, where importing scikit-learn (and so scipy) while a job imports
+    torch on the worker thread can fail on a half-initialised torch module."""
+    y = np.asarray(positive, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # each distinct score's last place
-    caught = np.cumsum(y)[last]
-    flagged = last + 1
+    return s[last], np.cumsum(y)[last], last + 1
+
+
+def best_f1(y, s) -> tuple[float | None, float | None]:
+    """The highest F1 any threshold reaches on these scores (anomalib's F1Max) and that threshold
+    (a score counts as defective at or above it): what calibrating on these labelled images would
+    give, so the F1 at the model's own threshold can be read against it."""
+    y = np.asarray(y, dtype=bool)
+    if y.size == 0 or not y.any():
+        return None, None
+    thresholds, caught, flagged = counts_at_each_threshold(y, s)
     f1 = 2 * caught / (flagged + y.sum())  # 2 TP / (2 TP + FP + FN)
     best = f1.size - 1 - int(np.argmax(f1[::-1]))  # of equal F1s the lowest threshold, as scikit-learn's curve
-    return float(f1[best]), float(s[last[best]])
+    return float(f1[best]), float(thresholds[best])
 
 
 def image_metrics(scores, labels, types, threshold, maps=None, masks=None, with_aupro=True) -> dict:

@@ -25,7 +25,7 @@ from core import paths
 from core.errors import AppError
 from core.inspect import data as D
 from core.inspect.maps import summed_maps
-from core.inspect.metrics import best_f1
+from core.inspect.metrics import best_f1, counts_at_each_threshold
 
 MODEL_KIND = "inspector"
 TABLE_MODEL_KIND = "inspector-table"
@@ -712,16 +712,10 @@ def threshold_stats(scores, labels, threshold: float) -> dict:
 
 def roc_curve(positive, scores) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rates, true positive rates) at every distinct score, ties handled as
-    scikit-learn does (its AUROC is the area under these points). Plain numpy on purpose: the
-    view calls this on the GUI thread, where importing scikit-learn (and so scipy) while a job
-    imports torch on the worker thread can fail on a half-initialised torch module."""
-    y = np.asarray(positive, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tps = np.cumsum(y)[last]
-    fps = last + 1 - tps
+    scikit-learn does (its AUROC is the area under these points); plain numpy, for the GUI thread
+    (metrics.counts_at_each_threshold)."""
+    _, tps, flagged = counts_at_each_threshold(positive, scores)
+    fps = flagged - tps
     return (np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)])
 
 
