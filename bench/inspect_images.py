@@ -280,6 +280,7 @@ def main(argv=None) -> int:
                     help="our inspector with its fourth map (Gaussians of the context segmenter's features)")
     ap.add_argument("--choose-maps", action="store_true",
                     help="also: choose our maps and threshold on half of each test type, measure on the other half")
+    ap.add_argument("--context-scale", type=int, help="our context segmenter's shrink factor (default: from the image size)")
     ap.add_argument("--keep-models", metavar="DIR", help="write the trained model folders here (default: a temporary folder)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the pipeline vs bare-forward inference rates (untrained networks, about a minute)")
@@ -304,7 +305,8 @@ def main(argv=None) -> int:
                 continue
             results[name] = run_set(name, root, args.budget, args.seed, workdir,
                                     (args.only,) if args.only else ("ours", "baseline"),
-                                    {"context_features": True} if args.context_features else None,
+                                    {**({"context_features": True} if args.context_features else {}),
+                                     **({"context_scale": args.context_scale} if args.context_scale else {})} or None,
                                     args.choose_maps)
     print()
     print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} {'F1max':>6s} "

@@ -457,6 +457,34 @@ def test_blur_equals_the_reflect_padded_convolution(shape, sigma):
     assert y.grad is not None and torch.isfinite(y.grad).all()
 
 
+def test_position_sd_is_widened_where_the_border_rings_have_longer_tails():
+    """Good maps whose outer two rings have the same sd as the rest but rare high pixels (as a
+    network's map has where its convolutions see padding): the factors widen those rings' sd until
+    their 99.9th percentile matches the inside's, leave the inside alone, and leave a map without
+    such a tail (almost) as it is."""
+    from core.inspect.score import border_distance, border_tail_factors
+
+    g = torch.Generator().manual_seed(0)
+    n, size, depth = 400, 48, 6
+    ring = border_distance(size, size, depth)
+    assert ring[0, 0] == 0 and ring[2, 20] == 2 and ring[24, 24] == depth and ring[size - 1, 30] == 0
+    maps = torch.randn(n, size, size, generator=g)
+    outer = ring <= 1
+    spikes = (torch.rand(n, size, size, generator=g) < 0.004) & outer
+    maps = torch.where(spikes, maps.abs() * 6.0, maps)
+    mean, sd = maps.mean(0), maps.std(0)
+    factors = border_tail_factors(maps, mean, sd, depth)
+    assert factors.shape == (size, size)
+    assert factors[outer].min() > 1.5
+    assert torch.allclose(factors[ring == depth], torch.ones(()))
+    z = (maps - mean) / (sd * factors)
+    tail = [torch.quantile(z[:, ring == k].flatten(), 0.999) for k in (0, 1, depth)]
+    assert abs(tail[0] / tail[2] - 1) < 0.02 and abs(tail[1] / tail[2] - 1) < 0.02
+    plain = torch.randn(n, size, size, generator=g)
+    even = border_tail_factors(plain, plain.mean(0), plain.std(0), depth)
+    assert (even - 1).abs().max() < 0.15
+
+
 def test_calibration_and_sensitivity():
     cal = calibrate([1.0, 1.1, 0.9, 1.0])
     assert cal["method"] == "good_holdout" and cal["threshold"] > 1.1

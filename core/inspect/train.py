@@ -58,6 +58,7 @@ DEFAULTS = {
     "feature_stats": True,    # add a map of how unusual the features are (feature_stats)
     "context": True,          # add a whole-image segmenter of foreign regions (model.ContextSegmenter)
     "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
+    "context_scale": None,    # the context segmenter's shrink factor; None: chosen from the image size
     "views": True,            # statistics per view where good images come in clearly different shapes
     "score": "max",
     "checkpoint_every_s": 60.0,
@@ -76,6 +77,11 @@ CONTEXT_STEPS_PER_STEP = 2
 # Calls timed for the after-loop estimate (their median), so one slow call on shared cores does not
 # set it: single calls of two 256-px images estimated the same work (deeppcb) at 55 to 106 s.
 TIMED_CALLS = 5
+# Good training images (of each view) whose maps give the per-position mean and sd of the VAE's own
+# map. 64 left those statistics noisy: 256 lifted the own map's image AUROC on circuit boards from
+# 0.838 to 0.876 and 0.937 to 0.944 (two models; all 900 images gave 0.880 and 0.949), for about 10 s
+# more after the loop there (bench/README.md, twenty-sixth session).
+POSITION_IMAGES = 256
 
 
 def _stack(arrays):
@@ -251,7 +257,7 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
                         n_labelled: int, context=None, context_features: bool = False,
                         view_sizes: list[int] | None = None) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
-    images: the position statistics (64 images of each view), the feature stages over every training
+    images: the position statistics (POSITION_IMAGES of each view), the feature stages over every training
     image (the VAE encoder's, and the context segmenter's with context_features), the Gaussians' sums
     (per view: view_sizes, the training images of each) and the maps of the held-out ones (feature
     statistics), the held-out and labelled images' scores."""
@@ -278,7 +284,7 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
             return median_seconds(lambda: fn(x)) / x.shape[0]
 
     full = per_image(net)
-    maps = (sum(min(64, n) for n in view_sizes) if positions else 0) + n_hold + n_labelled
+    maps = (sum(min(POSITION_IMAGES, n) for n in view_sizes) if positions else 0) + n_hold + n_labelled
     combined = n_hold if (features or context is not None) else 0  # measuring the maps' spreads
     seconds = full * (maps + combined)
     if context is not None:
@@ -416,7 +422,7 @@ def run(params: dict, ctx) -> dict:
         # Half resolution where the image allows it: 4x cheaper steps (magnetic_tile, 10 minutes on
         # 2 cores: pixel AUROC 0.653 -> 0.779; bench/README.md). Sizes are multiples of 16 and the
         # half-resolution net needs 32, so every size suits one of the two.
-        context_scale = 2 if size >= 128 and size % 32 == 0 else 1
+        context_scale = int(p["context_scale"] or (2 if size >= 128 and size % 32 == 0 else 1))
         cnet = devices.conv_layout(M.ContextSegmenter({"channels": prep["channels"], "scale": context_scale}).to(dev),
                                    dev)
         # Its own random stream: the VAE trains on the same patches with or without it.
@@ -552,10 +558,10 @@ def run(params: dict, ctx) -> dict:
     if fits_positions:
         ctx.progress(step, step, "measuring the map on good images")
         sel = torch.randperm(train_imgs.shape[0], generator=torch.Generator().manual_seed(7))
-        if edges:  # up to 64 of each view
-            sel = torch.cat([sel[train_views[sel] == v][:64] for v in range(len(edges) + 1)])
+        if edges:  # up to POSITION_IMAGES of each view
+            sel = torch.cat([sel[train_views[sel] == v][:POSITION_IMAGES] for v in range(len(edges) + 1)])
         else:
-            sel = sel[:64]
+            sel = sel[:POSITION_IMAGES]
         insp.fit_position_stats(train_imgs[sel], train_views[sel] if edges else None)
         # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
         config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
