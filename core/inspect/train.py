@@ -78,10 +78,11 @@ CONTEXT_STEPS_PER_STEP = 2
 # set it: single calls of two 256-px images estimated the same work (deeppcb) at 55 to 106 s.
 TIMED_CALLS = 5
 # Good training images (of each view) whose maps give the per-position mean and sd of the VAE's own
-# map. 64 left those statistics noisy: 256 lifted the own map's image AUROC on circuit boards from
-# 0.838 to 0.876 and 0.937 to 0.944 (two models; all 900 images gave 0.880 and 0.949), for about 10 s
-# more after the loop there (bench/README.md, twenty-sixth session).
-POSITION_IMAGES = 256
+# map. 64 left those statistics noisy: with the border tails (score.border_tail_factors) 128 lifted
+# the own map's image AUROC on circuit boards from 0.838 to 0.876 and 0.937 to 0.949 (two models;
+# 256 gave 0.888 and 0.955, but in a full run on the boards the time kept for after the loop grew
+# by 39 s, about 40 training steps of 490; bench/README.md, twenty-sixth session).
+POSITION_IMAGES = 128
 
 
 def _stack(arrays):
