@@ -122,7 +122,8 @@ def border_tail_factors(maps: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor
     (up to depth pixels; those further in form one ring). Within `depth` of the border the networks'
     convolutions see padding, and the map's tail there is longer than a per-position sd says: on
     circuit boards half the good images' maxima lay in the outer 8 of 256 pixels (a sixteenth of the
-    area), and this lifted the own map's image AUROC 0.876 -> 0.888 and 0.944 -> 0.955 (bench/README.md)."""
+    area), and with 128 images this lifted the own map's image AUROC 0.858 -> 0.876 and 0.941 -> 0.949
+    (bench/README.md, twenty-sixth session)."""
     ring = border_distance(maps.shape[-2], maps.shape[-1], depth).to(maps.device)
     z = ((maps - mean) / sd).float()
     tails = torch.ones(depth + 1, device=maps.device)

@@ -565,7 +565,8 @@ def run(params: dict, ctx) -> dict:
             sel = sel[:POSITION_IMAGES]
         insp.fit_position_stats(train_imgs[sel], train_views[sel] if edges else None)
         # The per-position mean/sd maps themselves are tensors (stats.mean, stats.std) in model.safetensors.
-        config["map"]["position_stats"] = {"images": int(sel.numel()), "tensors": ["stats.mean", "stats.std"]}
+        config["map"]["position_stats"] = {"images": int(sel.numel()), "border_tails": True,
+                                           "tensors": ["stats.mean", "stats.std"]}
     if fits_features:
         ctx.progress(step, step, "modelling the features of good images")
         ctx.check_cancelled()
