@@ -245,6 +245,10 @@ def test_bad_training_data_is_clear(tmp_path):
         train.run({"data": str(tmp_path / "one"), "out": str(tmp_path / "m"), **FAST}, ctx)
     with pytest.raises(AppError, match="Image size"):
         train.run({"data": str(tmp_path / "one"), "out": str(tmp_path / "m"), **FAST, "image_size": 100}, Ctx())
+    with pytest.raises(AppError, match="cannot shrink 64-px images by 3"):
+        train.run({"data": str(tmp_path / "one"), "out": str(tmp_path / "m"), **FAST, "image_size": 64,
+                   "context_scale": 3}, Ctx())
+    assert not (tmp_path / "m").exists()
 
 
 def _changed(src: Path, dst: Path, fn):

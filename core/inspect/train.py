@@ -378,6 +378,10 @@ def run(params: dict, ctx) -> dict:
     p["patch"] = min(int(p["patch"] or size), size)
     if p["patch"] % 16:
         raise AppError(f"Patch size {p['patch']} is not a multiple of 16.", "Use 32, 48, 64, 96, 128 ...")
+    scale = p["context_scale"]
+    if scale is not None and (int(scale) < 1 or size % (16 * int(scale))):
+        raise AppError(f"The context segmenter cannot shrink {size}-px images by {scale}.",
+                       "Leave context_scale unset, or use a factor that divides the image size into a multiple of 16.")
     if p["baseline"]:
         p["patch"] = size
     if not (p["epochs"] or p["steps"] or p["time_budget"]):
