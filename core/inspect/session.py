@@ -43,10 +43,10 @@ PRESETS = {
 PRESET_TEXT = {
     "fast": "About a minute at 128 px: a first look, or a quick retrain.",
     "balanced": "About five minutes at 256 px: good for most parts.",
-    # Not "the best": parts with fine structure keep gaining from training (circuit boards: four times
-    # a 2-core CPU's 10 minutes lifted image AUROC from 0.82-0.92 to 0.91-0.95; bench/README.md).
-    "thorough": "About fifteen minutes at 256 px. Parts with fine structure (circuit boards) gain from "
-                "longer still: set the time under Advanced settings.",
+    # Not "the best": models keep gaining from training (four times a 2-core CPU's 10 minutes lifted
+    # image AUROC on circuit boards from 0.82-0.92 to 0.91-0.95, on tiles 0.895 to 0.939; bench/README.md).
+    "thorough": "About fifteen minutes at 256 px. Longer training ranks parts better still "
+                "(circuit boards, textured tiles): set the time under Advanced settings.",
 }
 TABLE_PRESETS = {"fast": {"epochs": 60, "time_budget": 20}, "balanced": {"epochs": 200, "time_budget": 120},
                  "thorough": {"epochs": 600, "time_budget": 600}}
