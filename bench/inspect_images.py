@@ -32,10 +32,11 @@ import torch  # noqa: E402
 from core.device import set_cpu_threads  # noqa: E402
 from core.jobs import JobRunner  # noqa: E402
 
-# Per data set: the model scale (grey; the tiles are grey, the boards binary).
+# Per data set: the model scale (grey; the tiles are grey, the boards binary) and the part type an
+# operator would pick for it (core.inspect.maps.PART_TYPES; --part-type overrides it).
 SETTINGS = {
-    "magnetic_tile": {"image_size": 128, "patch": 64},
-    "deeppcb": {"image_size": 256, "patch": 64},
+    "magnetic_tile": {"image_size": 128, "patch": 64, "part_type": "textured"},
+    "deeppcb": {"image_size": 256, "patch": 64, "part_type": "patterned"},
 }
 
 
@@ -136,7 +137,8 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
     for variant in variants:
         s = SETTINGS.get(name, {"image_size": 128, "patch": 64})
         params = {"data": str(root), "out": str(workdir / f"{name}_{variant}"), "time_budget": budget,
-                  "seed": seed, "device": "cpu", "baseline": variant == "baseline", "resume": False, **s,
+                  "seed": seed, "device": "cpu", "baseline": variant == "baseline", "resume": False,
+                  **{k: v for k, v in s.items() if variant == "ours" or k != "part_type"},
                   **(extra if variant == "ours" and extra else {})}
         print(f"  training {variant} on {name} for {budget:.0f} s …", file=sys.stderr, flush=True)
         t0 = time.monotonic()
@@ -171,7 +173,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
         }
         print(f"  {variant}: {json.dumps({k: v for k, v in out[variant].items() if k != 'per_defect'})}",
               file=sys.stderr, flush=True)
-        if choose_maps and variant == "ours":
+        if choose_maps and variant == "ours" and len(insp.available_maps()) > 1:
             out[variant]["labelled_half"] = labelled_half(insp, root, seed)
     return out
 
@@ -221,14 +223,19 @@ def labelled_half(insp, root: Path, seed: int) -> dict:
     return out
 
 
-def speed_only(name, root: Path, context_features: bool = False) -> dict:
-    """Pipeline vs bare forward for both networks, untrained (speed does not depend on weights);
-    with context_features our inspector's fourth map too, as the full runs have it."""
+def speed_only(name, root: Path, context_features: bool = False, part_type: str | None = None) -> dict:
+    """Pipeline vs bare forward for both networks, untrained (speed does not depend on weights),
+    ours with the maps its part type gives it; with context_features the fourth map too."""
     from core.inspect import data as D
     from core.inspect import model as M
+    from core.inspect.maps import PART_TYPES
+    from core.inspect.mapchoice import apply_choice
     from core.inspect.score import Inspector
+    from core.inspect.train import DEFAULTS
 
     s = SETTINGS.get(name, {"image_size": 128, "patch": 64})
+    kind = {**DEFAULTS, **PART_TYPES[part_type or s.get("part_type", "general")],
+            **({"context_features": True} if context_features else {})}
     out = {}
     for variant in ("ours", "baseline"):
         size = s["image_size"]
@@ -243,7 +250,7 @@ def speed_only(name, root: Path, context_features: bool = False) -> dict:
         cfg.update({"preprocess": {"size": size, "channels": 1, "normalise": norm},
                     "calibration": {"threshold": 1.0, "scale": 1.0}})
         torch.manual_seed(0)
-        context = M.ContextSegmenter({"channels": 1}).eval() if variant == "ours" else None
+        context = M.ContextSegmenter({"channels": 1}).eval() if variant == "ours" and kind["context"] else None
         if context is not None:
             cfg["context"] = {"arch": context.arch}
         insp = Inspector(M.build(arch).eval(), cfg, torch.device("cpu"), context=context)
@@ -252,7 +259,14 @@ def speed_only(name, root: Path, context_features: bool = False) -> dict:
         x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
         if variant == "ours":
             insp.fit_position_stats(x[:16])
-            insp.fit_feature_stats(x[16:], x[:16], context_features=context_features)
+            if kind["feature_stats"]:
+                insp.fit_feature_stats(x[16:], x[:16], context_features=kind["context_features"])
+            elif context is not None:
+                insp.fit_combination(x[:16])
+            if kind["maps"]:
+                apply_choice(insp, [m for m in insp.available_maps() if m in kind["maps"]])
+            if context is not None:
+                insp.config["map"]["score_leaves_out"] = ["context"]  # as training sets it
         bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = compared_rates(insp, x)
         out[variant] = {"infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
                         "pipeline_vs_bare": round(pipe_vs_bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
@@ -261,6 +275,11 @@ def speed_only(name, root: Path, context_features: bool = False) -> dict:
         print(f"{name:14s} {variant:9s} pipeline {pipe:7.2f} img/s, bare forward {bare:7.2f} img/s, "
               f"ratio {pipe_vs_bare:.3f}; VAE alone {vae:7.2f} img/s, ratio {pipe_vs_vae:.3f}", flush=True)
     return out
+
+
+def _parameter(text: str):
+    key, _, value = text.partition("=")
+    return key.strip(), json.loads(value)
 
 
 def fmt(v):
@@ -276,11 +295,14 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["ours", "baseline"],
                     help="train one of the two (a rerun after a change to ours; the ratios need both)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    ap.add_argument("--part-type", help="our inspector's part type for every set (default: each set's, see SETTINGS)")
     ap.add_argument("--context-features", action="store_true",
                     help="our inspector with its fourth map (Gaussians of the context segmenter's features)")
     ap.add_argument("--choose-maps", action="store_true",
                     help="also: choose our maps and threshold on half of each test type, measure on the other half")
     ap.add_argument("--context-scale", type=int, help="our context segmenter's shrink factor (default: from the image size)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="our inspector's training parameter KEY set to a JSON value (e.g. context=false); repeatable")
     ap.add_argument("--keep-models", metavar="DIR", help="write the trained model folders here (default: a temporary folder)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the pipeline vs bare-forward inference rates (untrained networks, about a minute)")
@@ -291,7 +313,7 @@ def main(argv=None) -> int:
     if args.speed_only:
         for name in args.sets:
             if (Path(args.data) / name).is_dir():
-                results[name] = speed_only(name, Path(args.data) / name, args.context_features)
+                results[name] = speed_only(name, Path(args.data) / name, args.context_features, args.part_type)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(results, indent=2))
@@ -305,8 +327,10 @@ def main(argv=None) -> int:
                 continue
             results[name] = run_set(name, root, args.budget, args.seed, workdir,
                                     (args.only,) if args.only else ("ours", "baseline"),
-                                    {**({"context_features": True} if args.context_features else {}),
-                                     **({"context_scale": args.context_scale} if args.context_scale else {})} or None,
+                                    {**({"part_type": args.part_type} if args.part_type else {}),
+                                     **({"context_features": True} if args.context_features else {}),
+                                     **({"context_scale": args.context_scale} if args.context_scale else {}),
+                                     **dict(_parameter(kv) for kv in args.set)} or None,
                                     args.choose_maps)
     print()
     print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} {'F1max':>6s} "

@@ -100,6 +100,9 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         train.image_size.setCurrentIndex(train.image_size.findData(64))
         train.budget.setValue(4)
         train.latent.setValue(8)
+        # Tiles are textured, but a patterned model (the VAE's map alone) goes through the rest of the steps.
+        assert train.part_type.currentData() == "general" and train.part_type.count() == 3
+        train.part_type.setCurrentIndex(train.part_type.findData("patterned"))
         handle = train.start({"patch": 32, "batch": 8})
         assert not train.start_button.isEnabled() and train.cancel_button.isEnabled()
         wait_job(qtbot, handle)
@@ -110,9 +113,10 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         # reconstructions from the run's checkpoints, beside their originals
         assert all(not a.pixmap().isNull() and not b.pixmap().isNull() for a, b in train.recon_labels)
         assert "Finished" in train.eta.text()
-        assert "saved in the project" in train.result.text()
+        assert "saved in the project (patterned parts" in train.result.text()
         models = project.list_models("inspector")
         assert len(models) == 1 and models[0]["config"]["settings"]["image_size"] == 64
+        assert models[0]["config"]["training"]["part_type"] == "patterned"
         assert models[0]["config"]["metrics"]["n_images"] == 9
         assert view.state.model["id"] == models[0]["id"]
 

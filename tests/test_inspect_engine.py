@@ -86,6 +86,41 @@ def test_training_reports_progress_and_writes_a_complete_folder(trained):
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp_path):
+    def config(**params):
+        out = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        train.run({"data": str(subset), "out": str(out), "seed": 1, **FAST, "steps": 6, **params}, Ctx())
+        return Inspector.load(out, "cpu")
+
+    # Patterned parts: the VAE's own map alone; no context segmenter trains beside it.
+    patterned = config(part_type="patterned")
+    assert patterned.available_maps() == ["own"] and patterned.context is None and patterned.features is None
+    assert patterned.config["training"]["part_type"] == "patterned"
+    assert "combine" not in patterned.config["map"]
+    # Textured parts: the two feature maps score, the context map joins them in the heat map.
+    textured = config(part_type="textured")
+    assert textured.available_maps() == ["own", "features", "context", "context_features"]
+    assert textured.maps_in_use() == ["features", "context", "context_features"]
+    assert textured.score_maps() == ["features", "context_features"]
+    crack = sorted((subset / "test" / "crack").iterdir())
+    x = torch.from_numpy(np.stack(D.load_batch(crack, textured.prep)[0]))
+    scores, heat = textured.score_tensor(x)
+    with torch.inference_mode():
+        parts = textured.scaled_parts(x)
+    assert torch.allclose(scores, (parts["features"] + parts["context_features"]).flatten(1).amax(1), atol=1e-4)
+    a, b = textured.config["map"]["heat_to_score"]
+    summed = parts["features"] + parts["context"] + parts["context_features"]
+    assert torch.allclose(heat, summed * a + b, atol=1e-3)
+    # General (the default): the VAE's map and features score, the context map is in the heat map.
+    general = config()
+    assert general.config["training"]["part_type"] == "general"
+    assert general.maps_in_use() == ["own", "features", "context"] and general.score_maps() == ["own", "features"]
+    # A setting given explicitly wins over the part type's.
+    assert config(part_type="patterned", context=True).available_maps() == ["own", "context"]
+    with pytest.raises(AppError, match="(?s)Unknown part type 'shiny'.*general, patterned, textured"):
+        config(part_type="shiny")
+
+
 def test_reloaded_model_scores_exactly_as_after_training(trained, subset):
     out, res, _ = trained
     # Score with the in-memory objects training built, then with a fresh load from disk.
@@ -641,6 +676,16 @@ def test_cli_train_eval_run_with_project(subset, trained, tmp_path):
     r = _cli("run", trained[0], crack, "--json", "--project", proj, "--sensitivity", "0.5")
     out = json.loads(r.stdout)
     assert out["threshold_source"] == "model" and out["threshold"] != pytest.approx(moved)
+
+
+def test_cli_train_takes_the_part_type(subset, tmp_path):
+    model = tmp_path / "boards"
+    r = _cli("train", subset, "--out", model, "--image-size", 64, "--patch", 32, "--steps", 2, "--batch", 4,
+             "--device", "cpu", "--part-type", "patterned")
+    assert r.returncode == 0, r.stderr
+    config = json.loads((model / "config.json").read_text())
+    assert config["training"]["part_type"] == "patterned" and "context" not in config
+    assert "features" not in config["map"]
 
 
 def test_cli_run_colours_heat_maps_by_the_threshold_its_verdicts_use(trained, subset, tmp_path):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from core.errors import AppError
+from core.inspect.maps import PART_TYPE_TEXT, PART_TYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,11 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--rot90", action="store_true", help="90-degree rotation augmentation")
     t.add_argument("--sensitivity", type=float, default=0.5, help="0..1, higher flags more parts")
     t.add_argument("--baseline", action="store_true", help="train the textbook VAE instead (for comparison)")
+    t.add_argument("--part-type", choices=list(PART_TYPES), default="general",
+                   help="what the parts look like, which sets the maps that score them: "
+                        + "; ".join(f"{k}: {text}" for k, text in PART_TYPE_TEXT.items()) + " (default general)")
     t.add_argument("--context-features", action="store_true",
-                   help="add a fourth map, Gaussians of the context segmenter's features (better on "
-                        "textured surfaces such as tiles, worse on circuit boards)")
+                   help="add a fourth map, Gaussians of the context segmenter's features (textured parts "
+                        "have it)")
     t.add_argument("--no-context", action="store_true",
-                   help="without the whole-image context map (10-40 %% more VAE steps in a time budget)")
+                   help="without the whole-image context map (10-40 %% more VAE steps in a time budget; "
+                        "patterned parts go without it)")
     t.add_argument("--one-view", action="store_true",
                    help="one set of good-part statistics for all images, even where they come in clearly "
                         "different shapes (default: one set per shape, see README)")
@@ -325,7 +330,8 @@ def _train(args, project) -> int:
               "patch": args.patch, "batch": args.batch, "lr": args.lr, "beta": args.beta, "arch": arch,
               "channels": 3 if args.colour else 1, "normalise": args.normalise, "flips": not args.no_flips,
               "rot90": args.rot90, "sensitivity": args.sensitivity, "baseline": args.baseline,
-              "context": not args.no_context, "context_features": args.context_features,
+              "part_type": args.part_type,  # the two flags below override what it sets
+              "context": False if args.no_context else None, "context_features": True if args.context_features else None,
               "views": not args.one_view, "resume": not args.no_resume}
     if not 0 <= args.sensitivity <= 1:
         raise AppError(f"Sensitivity {args.sensitivity} is outside 0..1.", "Use a value between 0 and 1.")

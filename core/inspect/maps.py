@@ -1,7 +1,29 @@
 """Which anomaly maps a model sums, read from its config alone (no weights, no torch): for the
-app, which shows them, and for scoring (core.inspect.score); and how a choice of them reads."""
+app, which shows them, and for scoring (core.inspect.score); how a choice of them reads; and which
+maps suit a type of part, for training."""
 
 from __future__ import annotations
+
+# What the operator knows about the product, as the maps that rank it best (bench/README.md, sessions
+# 7-28). On parts that show the same layout every time (circuit boards, printed labels) the VAE's own
+# map ranks images best (0.89-0.95 image AUROC on deeppcb) and the feature and context maps sit at
+# chance there and only add false peaks; leaving them out also gives the VAE all of a time budget
+# (2.2x the steps: deeppcb seed 4 in 10 CPU minutes 0.861 -> 0.914). On textures with no fixed layout
+# (tiles, fabric, castings) the Gaussians of both networks' features carry the ranking and the VAE's
+# own map dilutes them (magnetic_tile: VAE + context features 0.929, the own map 0.794, all three
+# summed 0.894; with labelled images the choice was the two feature maps and the context map).
+# "general" sums the VAE's map and features for the score, and the context map too for the heat map.
+PART_TYPES = {  # training parameters each sets
+    "general": {},
+    "patterned": {"context": False, "feature_stats": False},
+    "textured": {"context": True, "feature_stats": True, "context_features": True,
+                 "maps": ["features", "context", "context_features"]},
+}
+PART_TYPE_TEXT = {  # for the app and the command line's help
+    "general": "most parts",
+    "patterned": "the same layout on every part (circuit boards, labels, printed parts)",
+    "textured": "a surface with no fixed layout (tiles, fabric, castings, wood)",
+}
 
 
 def summed_maps(config: dict) -> tuple[list[str], list[str]]:

@@ -366,7 +366,7 @@ def train_job(params: dict, ctx) -> dict:
     engine = {"data": str(data_dir), "out": str(out), "image_size": p["image_size"], "patch": p["patch"],
               "batch": p["batch"], "epochs": p.get("epochs"), "time_budget": p.get("time_budget"),
               "flips": p["flips"], "rot90": p["rot90"], "arch": {"latent": int(p["latent"])},
-              "seed": int(p.get("seed", 0)),
+              "seed": int(p.get("seed", 0)), "part_type": p.get("part_type") or "general",
               # Frequent checkpoints: little is lost when the app or the machine stops.
               "checkpoint_every_s": float(p.get("checkpoint_every_s")
                                           or min(10.0, max(2.0, float(p.get("time_budget") or 60) / 15)))}
@@ -399,7 +399,7 @@ def train_job(params: dict, ctx) -> dict:
     shutil.rmtree(data_dir, ignore_errors=True)
     return {"model_id": model_id, "name": name, "metrics": metrics, "steps": result["steps"],
             "threshold": config["calibration"]["threshold"], "train_seconds": result["train_seconds"],
-            "views": (config.get("views") or {}).get("ranges", [])}
+            "views": (config.get("views") or {}).get("ranges", []), "part_type": config["training"]["part_type"]}
 
 
 # == inspection =====================================================================================

@@ -28,6 +28,7 @@ from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
+from core.inspect.maps import PART_TYPES
 from core.inspect.feeder import BatchFeeder
 from core.inspect.synth import make_defects, make_foreign_regions
 
@@ -60,6 +61,8 @@ DEFAULTS = {
     "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
     "context_scale": None,    # the context segmenter's shrink factor; None: chosen from the image size
     "views": True,            # statistics per view where good images come in clearly different shapes
+    "maps": None,             # the maps summed (names as Inspector.available_maps); None: all the model has
+    "part_type": "general",   # which maps suit the product (maps.PART_TYPES); explicit keys override it
     "score": "max",
     "checkpoint_every_s": 60.0,
     "resume": True,
@@ -368,7 +371,11 @@ def left_out_warnings(calibration: dict) -> list[str]:
 def run(params: dict, ctx) -> dict:
     """Train an image inspector. params: data, out, and any of DEFAULTS. Returns a summary dict."""
     job_start = time.monotonic()
-    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    part_type = params.get("part_type") or DEFAULTS["part_type"]
+    if part_type not in PART_TYPES:
+        raise AppError(f"Unknown part type '{part_type}'.", f"Use one of: {', '.join(PART_TYPES)}.")
+    p = {**DEFAULTS, **PART_TYPES[part_type], **{k: v for k, v in params.items() if v is not None}}
+    p["part_type"] = part_type
     if "data" not in p or "out" not in p:
         raise AppError("Training needs a data folder and an output folder.", "Give DATA and --out MODEL.")
     size = int(p["image_size"])
@@ -544,7 +551,7 @@ def run(params: dict, ctx) -> dict:
                 "score": "max" if p["baseline"] else p["score"]},
         "training": {"steps": step, "seconds": round(train_seconds, 1), "images": len(train_idx),
                      "holdout_images": len(hold_idx), "holdout": float(p["holdout"]), "skipped": len(skipped),
-                     "seed": int(p["seed"]),
+                     "seed": int(p["seed"]), "part_type": p["part_type"],
                      "device": str(dev), "batch": batch, "patch": p["patch"], "lr": float(p["lr"]),
                      "beta": float(p["beta"]), "final_loss": loss_avg, "loss_parts": parts,
                      "images_per_s": round((step - start_step) * batch / max(train_seconds - prev_elapsed, 1e-6)
@@ -580,6 +587,11 @@ def run(params: dict, ctx) -> dict:
     elif context:
         insp.fit_combination(hold_imgs, hold_views if edges else None)
     ctx.progress(step, step, "calibrating the threshold on held-out good images")
+    chosen = [name for name in insp.available_maps() if name in (p["maps"] or ())]
+    if chosen:
+        from core.inspect.mapchoice import apply_choice
+
+        apply_choice(insp, chosen)
     if context and len(insp.available_maps()) > 1:
         config["map"]["score_leaves_out"] = ["context"]  # see Inspector.score_maps
     hold_scores, hold_heat = insp.score_tensor(hold_imgs, views=hold_views if edges else None)

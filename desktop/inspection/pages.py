@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComb
 
 from core.errors import AppError
 from core.inspect import session as S
-from core.inspect.maps import unsure_choice_note
+from core.inspect.maps import PART_TYPE_TEXT, PART_TYPES, unsure_choice_note
 from desktop import ui
 from desktop.inspection.widgets import (ROLE_INDEX, ColorScale, InspectionState, ResultDelegate, SyncedViews,
                                         ThresholdBar, ThresholdPlots, colormap_lut, error, overlay, pick_combo,
@@ -327,6 +327,12 @@ class TrainPage(QWidget):
         self.state = state
         self.handle = None
         self.datasets = dataset_combo(state)
+        self.part_type = QComboBox()
+        for key in PART_TYPES:
+            self.part_type.addItem(key.capitalize(), key)
+            self.part_type.setItemData(self.part_type.count() - 1, PART_TYPE_TEXT[key].capitalize(), Qt.ToolTipRole)
+        self.part_type.setToolTip("What the parts look like sets which anomaly maps score them: "
+                                  + "; ".join(f"{k.capitalize()}: {t}" for k, t in PART_TYPE_TEXT.items()) + ".")
         self.presets = QButtonGroup(self)
         preset_box = QHBoxLayout()
         for i, key in enumerate(S.PRESETS):
@@ -414,6 +420,8 @@ class TrainPage(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("Data set"))
         top.addWidget(self.datasets)
+        top.addWidget(QLabel("Parts"))
+        top.addWidget(self.part_type)
         top.addWidget(QLabel("Preset"))
         top.addLayout(preset_box, 1)
         run = QHBoxLayout()
@@ -465,7 +473,7 @@ class TrainPage(QWidget):
     def overrides(self) -> dict:
         size = int(self.image_size.currentData())
         out = {"image_size": size, "latent": self.latent.value(), "flips": self.flips.isChecked(),
-               "rot90": self.rot90.isChecked(), "patch": min(64, size)}
+               "rot90": self.rot90.isChecked(), "patch": min(64, size), "part_type": self.part_type.currentData()}
         if self.stop_by.currentData() == "epochs":
             out.update(epochs=self.budget.value(), time_budget=None)
         else:
@@ -558,7 +566,7 @@ class TrainPage(QWidget):
             return "—" if v is None else (f"{100 * v:.0f} %" if pct else f"{v:.3f}")
 
         self.eta.setText(f"Finished in {r['train_seconds']:.0f} s")
-        text = (f"Model <b>{r['name']}</b> saved in the project ({r['steps']} steps, "
+        text = (f"Model <b>{r['name']}</b> saved in the project ({r['part_type']} parts, {r['steps']} steps, "
                 f"threshold {r['threshold']:.4g}).")
         if m:
             text += (f"<br>On the labelled test images: image AUROC <b>{f(m.get('image_auroc'))}</b>, pixel AUROC "
