@@ -8,7 +8,8 @@ from __future__ import annotations
 # 7-28). On parts that show the same layout every time (circuit boards, printed labels) the VAE's own
 # map ranks images best (0.89-0.95 image AUROC on deeppcb) and the feature and context maps sit at
 # chance there and only add false peaks; leaving them out also gives the VAE all of a time budget
-# (2.2x the steps: deeppcb seed 4 in 10 CPU minutes 0.861 -> 0.914). On textures with no fixed layout
+# (2.2-2.7x the steps; deeppcb in 10 minutes on 2 CPU cores, five seeds: 0.914-0.955 image AUROC,
+# where the four maps gave 0.840-0.924). On textures with no fixed layout
 # (tiles, fabric, castings) the Gaussians of both networks' features carry the ranking and the VAE's
 # own map dilutes them (magnetic_tile: VAE + context features 0.929, the own map 0.794, all three
 # summed 0.894; with labelled images the choice was the two feature maps and the context map).

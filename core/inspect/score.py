@@ -348,7 +348,7 @@ class Inspector:
             elif self.context is not None and wanted("context"):
                 context = self.context(x)
         parts = {}
-        if feats is not None or wanted("own"):
+        if wanted("own"):  # not merely because the VAE ran for its features (textured parts sum without it)
             parts["own"] = self._own_map(x, recon, seg, mode, vs)
         if feats is not None:
             parts["features"] = self._feature_map(feats, x.shape[-2:], self.features, vs, picked=True)

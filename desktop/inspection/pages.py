@@ -437,7 +437,8 @@ class TrainPage(QWidget):
         lower.addWidget(self.loss_plot, 1)
         lower.addWidget(self.recon_box)
         layout = QVBoxLayout(self)
-        layout.addWidget(heading("2 · Train", "Pick a data set and a preset. Training runs in the background; "
+        layout.addWidget(heading("2 · Train", "Pick a data set, what its parts look like (Parts: patterned, "
+                                 "textured or general) and a preset. Training runs in the background; "
                                  "you can keep working or cancel it. The model is saved in the project."))
         layout.addLayout(top)
         layout.addLayout(run)
