@@ -117,6 +117,8 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         models = project.list_models("inspector")
         assert len(models) == 1 and models[0]["config"]["settings"]["image_size"] == 64
         assert models[0]["config"]["training"]["part_type"] == "patterned"
+        # its one map leaves nothing for labelled images to choose
+        assert not view.show_step("threshold").choose_maps.isEnabled()
         assert models[0]["config"]["metrics"]["n_images"] == 9
         assert view.state.model["id"] == models[0]["id"]
 
@@ -384,6 +386,7 @@ def test_calibrate_on_labelled_images_from_the_threshold_page(qtbot, opened, pre
     before = dict(st.model["config"]["calibration"])
     st.set_threshold(before["threshold"] * 3)  # an operator's threshold on the old calibration
     # Choosing the maps needs five good and five defective images: a clear message, nothing changed.
+    assert page.choose_maps.isEnabled()  # a general model: several maps to choose from
     page.choose_maps.setChecked(True)
     handle = page.calibrate()
     assert not page.calibrate_button.isEnabled() and page.calibrate_cancel.isVisible()

@@ -331,7 +331,8 @@ def _train(args, project) -> int:
               "channels": 3 if args.colour else 1, "normalise": args.normalise, "flips": not args.no_flips,
               "rot90": args.rot90, "sensitivity": args.sensitivity, "baseline": args.baseline,
               "part_type": args.part_type,  # the two flags below override what it sets
-              "context": False if args.no_context else None, "context_features": True if args.context_features else None,
+              "context": False if args.no_context else None,
+              "context_features": True if args.context_features else None,
               "views": not args.one_view, "resume": not args.no_resume}
     if not 0 <= args.sensitivity <= 1:
         raise AppError(f"Sensitivity {args.sensitivity} is outside 0..1.", "Use a value between 0 and 1.")

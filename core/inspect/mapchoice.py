@@ -93,7 +93,8 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
     names = insp.available_maps()
     if len(names) < 2:
         raise AppError("This model has a single anomaly map; there is nothing to choose.",
-                       "Train it as a general or textured part type (a patterned one has the VAE's map alone) to choose among them.")
+                       "Train it as a general or textured part type (a patterned one has the VAE's map "
+                       "alone) to choose among them.")
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
     scored = {s: summed_maps({**insp.config, "map": {**insp.config["map"], "use": list(s)}})[1] for s in subsets}
     size = x.shape[-1]

@@ -9,10 +9,10 @@ from __future__ import annotations
 # map ranks images best (0.89-0.95 image AUROC on deeppcb) and the feature and context maps sit at
 # chance there and only add false peaks; leaving them out also gives the VAE all of a time budget
 # (2.2-2.7x the steps; deeppcb in 10 minutes on 2 CPU cores, five seeds: 0.914-0.955 image AUROC,
-# where the four maps gave 0.840-0.924). On textures with no fixed layout
-# (tiles, fabric, castings) the Gaussians of both networks' features carry the ranking and the VAE's
-# own map dilutes them (magnetic_tile: VAE + context features 0.929, the own map 0.794, all three
-# summed 0.894; with labelled images the choice was the two feature maps and the context map).
+# where the four maps gave 0.840-0.924). On textures with no fixed layout (tiles, fabric, castings)
+# the Gaussians of both networks' features carry the ranking and the VAE's own map dilutes them
+# (magnetic_tile: the two feature maps 0.929, the own map 0.794, all three summed 0.894; labelled
+# images chose the two feature maps and the context map; trained so, 0.928-0.941 against 0.894-0.913).
 # "general" sums the VAE's map and features for the score, and the context map too for the heat map.
 PART_TYPES = {  # training parameters each sets
     "general": {},
@@ -31,12 +31,18 @@ def summed_maps(config: dict) -> tuple[list[str], list[str]]:
     """From a model's config alone: (the maps its heat map sums, the maps its image score sums);
     see Inspector.maps_in_use and Inspector.score_maps."""
     m = config.get("map") or {}
-    available = ["own"] + [name for name, there in (
-        ("features", bool(m.get("features"))), ("context", bool(config.get("context"))),
-        ("context_features", bool(m.get("context_features")))) if there]
-    use = list(m.get("use") or available)
+    use = list(m.get("use") or available_maps(config))
     left_out = set(m.get("score_leaves_out") or ())
     return use, [n for n in use if n not in left_out] or use
+
+
+def available_maps(config: dict) -> list[str]:
+    """From a model's config alone: every map it has (Inspector.available_maps), the ones a choice
+    from labelled images picks among."""
+    m = config.get("map") or {}
+    return ["own"] + [name for name, there in (
+        ("features", bool(m.get("features"))), ("context", bool(config.get("context"))),
+        ("context_features", bool(m.get("context_features")))) if there]
 
 
 def unsure_choice_note(higher_not_kept: dict | None, describe=" + ".join) -> str:

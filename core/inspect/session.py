@@ -24,7 +24,7 @@ import numpy as np
 from core import paths
 from core.errors import AppError
 from core.inspect import data as D
-from core.inspect.maps import summed_maps
+from core.inspect.maps import available_maps, summed_maps
 from core.inspect.metrics import best_f1, counts_at_each_threshold
 
 MODEL_KIND = "inspector"
@@ -582,16 +582,17 @@ def counts(scores, threshold: float) -> dict:
     return {"total": int(s.size), "fail": fail, "pass": int(s.size) - fail}
 
 
-def model_maps(model: dict) -> tuple[list[str], list[str]]:
-    """(the maps a registered model's heat map sums, the maps its part scores sum), from its folder's
-    config.json (the project keeps only part of it); from the project's copy where the folder
-    cannot be read."""
+def model_maps(model: dict) -> tuple[list[str], list[str], list[str]]:
+    """(the maps a registered model's heat map sums, the maps its part scores sum, all the maps it
+    has), from its folder's config.json (the project keeps only part of it); from the project's
+    copy where the folder cannot be read."""
     from core.inspect import store
 
     try:
-        return summed_maps(store.read_config(model["path"]))
+        config = store.read_config(model["path"])
     except (AppError, OSError, KeyError):
-        return summed_maps(model.get("config") or {})
+        config = model.get("config") or {}
+    return (*summed_maps(config), available_maps(config))
 
 
 def calibrated_threshold(model: dict) -> float:

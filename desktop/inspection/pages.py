@@ -25,6 +25,8 @@ from desktop.inspection.widgets import (ROLE_INDEX, ColorScale, InspectionState,
                                         qimage_from_gray, result_image, run_job)
 
 ITEM_ROLE = Qt.UserRole + 2
+CHOOSE_MAPS_TIP = ("First try every combination of the model's anomaly maps on those images and keep the one "
+                   "that ranks them best (needs 5 good and 5 defective images)")
 MAP_TEXT = {"own": "VAE", "features": "VAE features", "context": "context", "context_features": "context features"}
 
 
@@ -1043,8 +1045,7 @@ class ThresholdPage(QWidget):
                                          "the inspected data set (written to the model, recorded in the audit trail)")
         self.calibrate_button.clicked.connect(lambda: self.calibrate())
         self.choose_maps = QCheckBox("choose the maps too")
-        self.choose_maps.setToolTip("First try every combination of the model's anomaly maps on those images and "
-                                    "keep the one that ranks them best (needs 5 good and 5 defective images)")
+        self.choose_maps.setToolTip(CHOOSE_MAPS_TIP)
         self.calibrate_progress = QProgressBar()
         self.calibrate_progress.setMaximumWidth(120)
         self.calibrate_progress.hide()
@@ -1104,7 +1105,14 @@ class ThresholdPage(QWidget):
             maps = f" The model sums these anomaly maps: {map_names(use)}." if use else ""
             if self._model_maps[0] is not st.model:  # read from its folder once per model, not per slider move
                 self._model_maps = (st.model, S.model_maps(st.model))
-            heat, scored = self._model_maps[1]
+            heat, scored, available = self._model_maps[1]
+            # A model with one map (a patterned part type) has nothing to choose from.
+            self.choose_maps.setEnabled(len(available) > 1)
+            if len(available) < 2:
+                self.choose_maps.setChecked(False)
+            self.choose_maps.setToolTip(CHOOSE_MAPS_TIP if len(available) > 1 else
+                                        "This model has the VAE's map alone (patterned parts): there is nothing "
+                                        "to choose")
             if scored != heat:
                 maps += (f" Part scores leave out the {map_names([n for n in heat if n not in scored])} map, "
                          "which the heat map shows.")
