@@ -50,10 +50,12 @@ def pick_channels(available: int, wanted: int, seed: int) -> torch.Tensor:
 
 def _by_region(feats: torch.Tensor, cells: int) -> torch.Tensor:
     """(N, d, h, w) with h, w multiples of cells -> (cells², N * positions per region, d), regions
-    row-major and each region's positions in (image, row, column) order."""
+    row-major and each region's positions in (image, row, column) order. Contiguous: with one
+    position per region the reshape is a strided view, and batched products over it copied each
+    region's matrix apart (3x slower distances at 32 x 32 regions, 2x slower fits)."""
     n, d, h, w = feats.shape
     return (feats.reshape(n, d, cells, h // cells, cells, w // cells).permute(2, 4, 0, 3, 5, 1)
-            .reshape(cells * cells, -1, d))
+            .reshape(cells * cells, -1, d).contiguous())
 
 
 class FeatureGaussians:
