@@ -63,7 +63,8 @@ def _train(params):
 def bare_forward_rate(insp, x, views=None, repeats=1, vae_only=False):
     """Images/s of the model's own computation (same batches, same device, inference mode): the
     network, the context segmenter, and with feature statistics the stage features (of both) and
-    their Mahalanobis distances to each image's view's Gaussians. The pipeline adds resizing,
+    their Mahalanobis distances to each image's view's Gaussians (without the VAE's decoder where
+    the own map is not in use, as the pipeline runs it). The pipeline adds resizing,
     blurring, normalising, combining and the image score to this. vae_only: the VAE's forward pass
     alone, for the cost of the others. x sorted by view, as the pipeline sorts it."""
     net, dev = insp.net, insp.device
@@ -75,9 +76,13 @@ def bare_forward_rate(insp, x, views=None, repeats=1, vae_only=False):
     def distances(gaussians, feats, vb):
         return [gaussians[v].distance(feats[vb == v], picked=True) for v in vb.unique().tolist()]
 
+    own = vae_only or "own" in insp.maps_in_use()
+
     def forward(xb, vb):
         if gauss is None:
             out = net(xb)
+        elif not own:  # the encoder alone, as the pipeline runs it where the own map is not used
+            out = distances(gauss, net.stage_features(xb, insp.feature_channels()), vb)
         else:
             out = distances(gauss, net(xb, features=True, channels=insp.feature_channels())[4], vb)
         if context is None:

@@ -338,7 +338,10 @@ class Inspector:
 
         feats = context = context_feats = None
         with devices.autocast(self.device):
-            if self.features is not None and wanted("features"):
+            if self.features is not None and wanted("features") and not wanted("own"):
+                # Only the encoder: the decoder and the segmentation head serve the own map alone.
+                feats = self.net.stage_features(x, self.feature_channels())
+            elif self.features is not None and wanted("features"):
                 recon, _, _, seg, feats = self.net(x, features=True, channels=self.feature_channels())
             elif wanted("own"):
                 recon, _, _, seg = self.net(x)
@@ -348,7 +351,7 @@ class Inspector:
             elif self.context is not None and wanted("context"):
                 context = self.context(x)
         parts = {}
-        if wanted("own"):  # not merely because the VAE ran for its features (textured parts sum without it)
+        if wanted("own"):
             parts["own"] = self._own_map(x, recon, seg, mode, vs)
         if feats is not None:
             parts["features"] = self._feature_map(feats, x.shape[-2:], self.features, vs, picked=True)
