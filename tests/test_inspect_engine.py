@@ -102,11 +102,16 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     assert textured.available_maps() == ["own", "features", "context", "context_features"]
     assert textured.maps_in_use() == ["features", "context", "context_features"]
     assert textured.score_maps() == ["features", "context_features"]
+    assert textured.config["context"]["steps_per_step"] == 4  # its segmenter localises: more of the budget
     crack = sorted((subset / "test" / "crack").iterdir())
     x = torch.from_numpy(np.stack(D.load_batch(crack, textured.prep)[0]))
+    decoded = []
+    hook = textured.net.decoder.register_forward_hook(lambda *_: decoded.append(1))
     scores, heat = textured.score_tensor(x)
+    hook.remove()
+    assert not decoded  # no own map in use: scoring runs the VAE's encoder alone
     with torch.inference_mode():
-        parts = textured.scaled_parts(x)
+        parts = textured.scaled_parts(x)  # all maps: the whole VAE, the same encoder features
     assert torch.allclose(scores, (parts["features"] + parts["context_features"]).flatten(1).amax(1), atol=1e-4)
     a, b = textured.config["map"]["heat_to_score"]
     summed = parts["features"] + parts["context"] + parts["context_features"]
@@ -115,8 +120,10 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     general = config()
     assert general.config["training"]["part_type"] == "general"
     assert general.maps_in_use() == ["own", "features", "context"] and general.score_maps() == ["own", "features"]
+    assert general.config["context"]["steps_per_step"] == 2
     # A setting given explicitly wins over the part type's.
     assert config(part_type="patterned", context=True).available_maps() == ["own", "context"]
+    assert config(part_type="textured", context_steps=1).config["context"]["steps_per_step"] == 1
     with pytest.raises(AppError, match="(?s)Unknown part type 'shiny'.*general, patterned, textured"):
         config(part_type="shiny")
 

@@ -32,6 +32,12 @@ from core.inspect.maps import PART_TYPES
 from core.inspect.feeder import BatchFeeder
 from core.inspect.synth import make_defects, make_foreign_regions
 
+# Context-segmenter steps per VAE step. Its map kept improving with steps where the VAE's had levelled
+# off (magnetic_tile, same VAE: 1350 -> 2700 context steps lifted the summed map from 0.795 / 0.759
+# to 0.810 / 0.798 image / pixel AUROC; the VAE's 1500 vs 6000 steps on a GPU: no change), and at
+# half resolution a context step costs about a fifth of a VAE step.
+CONTEXT_STEPS_PER_STEP = 2
+
 DEFAULTS = {
     "image_size": 256,
     "channels": 1,
@@ -60,6 +66,7 @@ DEFAULTS = {
     "context": True,          # add a whole-image segmenter of foreign regions (model.ContextSegmenter)
     "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
     "context_scale": None,    # the context segmenter's shrink factor; None: chosen from the image size
+    "context_steps": CONTEXT_STEPS_PER_STEP,  # context-segmenter steps per VAE step
     "views": True,            # statistics per view where good images come in clearly different shapes
     "maps": None,             # the maps summed (names as Inspector.available_maps); None: all the model has
     "part_type": "general",   # which maps suit the product (maps.PART_TYPES); explicit keys override it
@@ -72,11 +79,6 @@ DEFAULTS = {
 PREVIEW_EVERY_S = 3.0  # how often a watching GUI gets reconstructions from the live network
 CONTEXT_PIXELS = 2**16  # pixels per context-segmenter batch at its own (shrunk) resolution
 CONTEXT_MIN_BATCH = 8    # fewer whole images make batch norm's statistics too noisy
-# Context-segmenter steps per VAE step. Its map kept improving with steps where the VAE's had levelled
-# off (magnetic_tile, same VAE: 1350 -> 2700 context steps lifted the summed map from 0.795 / 0.759
-# to 0.810 / 0.798 image / pixel AUROC; the VAE's 1500 vs 6000 steps on a GPU: no change), and at
-# half resolution a context step costs about a fifth of a VAE step.
-CONTEXT_STEPS_PER_STEP = 2
 # Calls timed for the after-loop estimate (their median), so one slow call on shared cores does not
 # set it: single calls of two 256-px images estimated the same work (deeppcb) at 55 to 106 s.
 TIMED_CALLS = 5
@@ -440,6 +442,9 @@ def run(params: dict, ctx) -> dict:
         # Its own random stream: the VAE trains on the same patches with or without it.
         context_g = torch.Generator().manual_seed(int(p["seed"]) + 2)
         context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])), context_g)
+    context_steps = int(p["context_steps"])
+    if context and context_steps < 1:
+        raise AppError(f"{context_steps} context steps per step is too few.", "Use 1 or more.")
     context_size = max(CONTEXT_MIN_BATCH, CONTEXT_PIXELS // (size // context_scale) ** 2)
     out = Path(p["out"])
     ckpt_dir = out / "checkpoint"
@@ -475,7 +480,7 @@ def run(params: dict, ctx) -> dict:
         else:
             x_in, target = make_defects(clean, g, float(p["p_defect"]))
         extra = [context_batch(whole_images, context_size, context[2])
-                 for _ in range(CONTEXT_STEPS_PER_STEP)] if context else []
+                 for _ in range(context_steps)] if context else []
         return clean, x_in, target, extra
 
     t0 = time.monotonic() - prev_elapsed
@@ -564,7 +569,7 @@ def run(params: dict, ctx) -> dict:
                            "images": [int((view == v).sum()) for v in range(len(edges) + 1)]}
     if context:
         config["context"] = {"arch": context[0].arch, "batch": context_size,
-                             "steps_per_step": CONTEXT_STEPS_PER_STEP,
+                             "steps_per_step": context_steps,
                              "tensors": "context.* in model.safetensors"}
     insp = Inspector(net, config, dev, context=context[0] if context else None)
     if fits_positions:
