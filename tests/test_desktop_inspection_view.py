@@ -117,6 +117,12 @@ def test_import_train_inspect_as_an_operator(qtbot, shared_data, tmp_path):
         models = project.list_models("inspector")
         assert len(models) == 1 and models[0]["config"]["settings"]["image_size"] == 64
         assert models[0]["config"]["training"]["part_type"] == "patterned"
+        # Training for this data set again starts from the part type chosen for it before.
+        from desktop.inspection.pages import TrainPage
+
+        again = TrainPage(view.state)
+        qtbot.addWidget(again)
+        assert again.part_type.currentData() == "patterned"
         # its one map leaves nothing for labelled images to choose
         assert not view.show_step("threshold").choose_maps.isEnabled()
         assert models[0]["config"]["metrics"]["n_images"] == 9

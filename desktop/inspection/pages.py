@@ -335,6 +335,8 @@ class TrainPage(QWidget):
             self.part_type.setItemData(self.part_type.count() - 1, PART_TYPE_TEXT[key].capitalize(), Qt.ToolTipRole)
         self.part_type.setToolTip("What the parts look like sets which anomaly maps score them: "
                                   + "; ".join(f"{k.capitalize()}: {t}" for k, t in PART_TYPE_TEXT.items()) + ".")
+        self.datasets.currentIndexChanged.connect(lambda _i: self._dataset_changed())
+        self._dataset_changed()
         self.presets = QButtonGroup(self)
         preset_box = QHBoxLayout()
         for i, key in enumerate(S.PRESETS):
@@ -452,6 +454,11 @@ class TrainPage(QWidget):
 
     def preset(self) -> str:
         return self.presets.checkedButton().property("preset")
+
+    def _dataset_changed(self) -> None:
+        known = S.last_part_type(self.state.project, self.datasets.currentData())
+        if known in PART_TYPES:
+            pick_combo(self.part_type, known)
 
     def set_preset(self, key: str) -> None:
         for b in self.presets.buttons():
