@@ -331,9 +331,11 @@ def new_training(dataset: dict, preset: str, overrides: dict | None = None, name
 def last_part_type(project, dataset_id: int | None) -> str | None:
     """The part type of the newest model trained on this data set: retraining for the same line
     starts from what the operator chose before."""
+    if dataset_id is None:
+        return None
     for model in project.list_models(MODEL_KIND):  # newest first
         config = model.get("config") or {}
-        if dataset_id is not None and config.get("dataset_id") == dataset_id:
+        if config.get("dataset_id") == dataset_id:
             return (config.get("training") or {}).get("part_type")
     return None
 

@@ -35,7 +35,7 @@ from core.inspect.synth import make_defects, make_foreign_regions
 # Context-segmenter steps per VAE step. Its map kept improving with steps where the VAE's had levelled
 # off (magnetic_tile, same VAE: 1350 -> 2700 context steps lifted the summed map from 0.795 / 0.759
 # to 0.810 / 0.798 image / pixel AUROC; the VAE's 1500 vs 6000 steps on a GPU: no change), and at
-# half resolution a context step costs about a fifth of a VAE step.
+# half resolution a context step costs a fifth to two fifths of a VAE step (tiles, 128 px).
 CONTEXT_STEPS_PER_STEP = 2
 
 DEFAULTS = {
