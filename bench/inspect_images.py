@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -60,18 +59,17 @@ def _train(params):
     return h.result
 
 
-def bare_forward_rate(insp, x, views=None, repeats=1, vae_only=False):
-    """Images/s of the model's own computation (same batches, same device, inference mode): the
+def bare_forward(insp, vae_only=False):
+    """forward(batch, its views): the model's own computation (inference mode, same device): the
     network, the context segmenter, and with feature statistics the stage features (of both) and
     their Mahalanobis distances to each image's view's Gaussians (without the VAE's decoder where
-    the own map is not in use, as the pipeline runs it). The pipeline adds resizing,
-    blurring, normalising, combining and the image score to this. vae_only: the VAE's forward pass
-    alone, for the cost of the others. x sorted by view, as the pipeline sorts it."""
-    net, dev = insp.net, insp.device
+    the own map is not in use, as the pipeline runs it). The pipeline adds resizing, blurring,
+    normalising, combining and the image score to this. vae_only: the VAE's forward pass alone,
+    for the cost of the others."""
+    net = insp.net
     gauss = None if vae_only else insp.features
     context = None if vae_only else insp.context
     context_gauss = None if vae_only else insp.context_features
-    views = torch.zeros(x.shape[0], dtype=torch.long) if views is None else views
 
     def distances(gaussians, feats, vb):
         return [gaussians[v].distance(feats[vb == v], picked=True) for v in vb.unique().tolist()]
@@ -92,44 +90,46 @@ def bare_forward_rate(insp, x, views=None, repeats=1, vae_only=False):
         logits, feats = context(xb, features=True, channels=insp.feature_channels(context_gauss, context))
         return out, logits, distances(context_gauss, feats, vb)
 
-    with torch.inference_mode():
-        forward(x[: insp.batch].to(dev), views[: insp.batch])  # warm-up
-        t0 = time.monotonic()
-        for _ in range(repeats):
-            for i in range(0, x.shape[0], insp.batch):
-                forward(x[i:i + insp.batch].to(dev), views[i:i + insp.batch])
-        return repeats * x.shape[0] / (time.monotonic() - t0)
+    return forward
 
 
 def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 7):
-    """(bare forward, pipeline, VAE alone images/s, pipeline / bare, pipeline / VAE alone): the
-    rates the median of `rounds` measurements taken in turn, the ratios the median of each round's
-    own (measured seconds apart, so a slow spell of the shared cores hits both sides of a ratio).
-    The best of three rounds, as before, put the same code's ratio anywhere from 0.82 to 1.28 on
-    this 2-core machine (bench/README.md, twenty-fifth session). Each measurement is repeated over
-    x until it lasts about `seconds`: one pass of 64 images takes a fast network well under a second."""
-    def repeats(rate):
-        return max(1, math.ceil(seconds * rate / x.shape[0]))
+    """(bare forward, pipeline, VAE alone images/s, pipeline / bare, pipeline / VAE alone) on the
+    same batches of x (sorted by view, as the pipeline sorts it). Each batch goes through all three
+    in turn, the order rotating from batch to batch, so a slow spell of the shared cores falls on
+    all three alike: timed one after the other, whole passes apart, the same code's ratio ranged
+    from 0.67 to 1.09 on this 2-core machine (bench/README.md, twenty-ninth session). A round passes
+    over x until each of the three has run about `seconds`; rates and ratios are the medians of
+    `rounds` rounds."""
+    views = torch.zeros(x.shape[0], dtype=torch.long) if views is None else views
+    bare, vae = bare_forward(insp), bare_forward(insp, vae_only=True)
 
-    n_bare = repeats(bare_forward_rate(insp, x, views))
-    n_pipe = repeats(pipeline_rate(insp, x, views))
-    n_vae = repeats(bare_forward_rate(insp, x, views, vae_only=True))
-    bare, pipe, vae = [], [], []
-    for _ in range(rounds):
-        bare.append(bare_forward_rate(insp, x, views, n_bare))
-        pipe.append(pipeline_rate(insp, x, views, n_pipe))
-        vae.append(bare_forward_rate(insp, x, views, n_vae, vae_only=True))
+    def pipeline(xb, vb):
+        return insp.score_tensor(xb, keep_maps=False, views=vb)
+
+    runs = (bare, pipeline, vae)
+    batches = [(x[i:i + insp.batch].to(insp.device), views[i:i + insp.batch]) for i in range(0, x.shape[0], insp.batch)]
+    rates = []
+    with torch.inference_mode():
+        for run in runs:  # warm-up
+            run(*batches[0])
+        turn = 0
+        for _ in range(rounds):
+            spent, images, t_round = [0.0] * len(runs), 0, time.monotonic()
+            while images == 0 or time.monotonic() - t_round < seconds * len(runs):
+                for xb, vb in batches:
+                    for k in range(len(runs)):
+                        which = (turn + k) % len(runs)
+                        t0 = time.perf_counter()
+                        runs[which](xb, vb)
+                        spent[which] += time.perf_counter() - t0
+                    turn += 1
+                    images += xb.shape[0]
+            rates.append([images / t for t in spent])
+    rates = np.array(rates)  # rounds x (bare, pipeline, VAE)
     median = lambda v: float(np.median(v))  # noqa: E731
-    return (median(bare), median(pipe), median(vae), median(np.divide(pipe, bare)),
-            median(np.divide(pipe, vae)))
-
-
-def pipeline_rate(insp, x, views=None, repeats=1):
-    insp.score_tensor(x[: insp.batch], keep_maps=False, views=None if views is None else views[: insp.batch])
-    t0 = time.monotonic()
-    for _ in range(repeats):
-        insp.score_tensor(x, keep_maps=False, views=views)
-    return repeats * x.shape[0] / (time.monotonic() - t0)
+    return (median(rates[:, 0]), median(rates[:, 1]), median(rates[:, 2]), median(rates[:, 1] / rates[:, 0]),
+            median(rates[:, 1] / rates[:, 2]))
 
 
 def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=("ours", "baseline"),
