@@ -114,9 +114,22 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     with torch.inference_mode():
         parts = textured.scaled_parts(x)  # all maps: the whole VAE, the same encoder features
     assert torch.allclose(scores, (parts["features"] + parts["context_features"]).flatten(1).amax(1), atol=1e-4)
+    # Its heat map weighs the context map 3 (it outlines what the feature maps only texture).
+    assert textured.config["map"]["heat_weights"] == {"context": 3.0}
     a, b = textured.config["map"]["heat_to_score"]
-    summed = parts["features"] + parts["context"] + parts["context_features"]
+    summed = parts["features"] + 3 * parts["context"] + parts["context_features"]
     assert torch.allclose(heat, summed * a + b, atol=1e-3)
+    # Weighed 1, the same networks give the plain sum and the same image scores.
+    plain = config(part_type="textured", context_heat_weight=1.0)
+    assert "heat_weights" not in plain.config["map"]
+    with torch.inference_mode():
+        plain_parts = plain.scaled_parts(x)
+    plain_scores, plain_heat = plain.score_tensor(x)
+    a1, b1 = plain.config["map"]["heat_to_score"]
+    assert torch.allclose(plain_heat, sum(plain_parts[k] for k in plain.maps_in_use()) * a1 + b1, atol=1e-3)
+    assert torch.allclose(plain_scores, scores, atol=1e-4)
+    with pytest.raises(AppError, match="(?s)weight of 0.*above 0"):
+        config(part_type="textured", context_heat_weight=0)
     # General (the default): the VAE's map and features score, the context map is in the heat map.
     general = config()
     assert general.config["training"]["part_type"] == "general"
@@ -275,6 +288,14 @@ def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
         (tmp_path / f"c4{n}" / "config.json").write_text(json.dumps(cfg))
         with pytest.raises(AppError, match="do not fit"):
             Inspector.load(tmp_path / f"c4{n}", "cpu")
+    # or a heat-map weight for a map it lacks, below zero, or not a number
+    for n, weights in enumerate(({"nosuch": 2.0}, {"context": -1.0}, {"context": "3"})):
+        shutil.copytree(out, tmp_path / f"c5{n}")
+        cfg = json.loads((tmp_path / f"c5{n}" / "config.json").read_text())
+        cfg["map"]["heat_weights"] = weights
+        (tmp_path / f"c5{n}" / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(AppError, match="do not fit"):
+            Inspector.load(tmp_path / f"c5{n}", "cpu")
 
 
 def test_bad_training_data_is_clear(tmp_path):

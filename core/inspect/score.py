@@ -18,7 +18,7 @@ from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
-from core.inspect.maps import summed_maps
+from core.inspect.maps import heat_weights, summed_maps
 
 
 GOOD_CONFIDENCE = 0.99865  # one-sided, as mean + 3 sd of a normal distribution
@@ -209,6 +209,8 @@ class Inspector:
                 raise KeyError("use")
             if len(config["map"].get("heat_to_score") or (0, 0)) != 2:
                 raise KeyError("heat_to_score")
+            if not all(k in parts and isinstance(w, (int, float)) and w > 0 for k, w in (config["map"].get("heat_weights") or {}).items()):
+                raise KeyError("heat_weights")
             tensors = {k: v for k, v in tensors.items()
                        if not k.startswith(("stats.", "features.", "context.", "context_features."))}
             net.load_state_dict(tensors)
@@ -287,13 +289,19 @@ class Inspector:
             own = self.map_parts(x, use, views)["own"]
             return own, own
         parts = self.scaled_parts(x, use, views)
-        heat = sum(parts.values())
+        weights = heat_weights(self.config, parts)
+        heat = sum(m * weights[k] for k, m in parts.items())
         scored = self.score_maps()
-        if len(scored) == len(parts):
+        if self._heat_is_score():
             return heat, heat
         # The heat map on the score's scale, so that the threshold reads the same on both.
         a, b = self.config["map"].get("heat_to_score") or (1.0, 0.0)
         return heat * a + b, sum(parts[k] for k in scored)
+
+    def _heat_is_score(self) -> bool:
+        """Whether the image score is the maximum of the heat map itself (same maps, same weights)."""
+        use = self.maps_in_use()
+        return len(self.score_maps()) == len(use) and set(heat_weights(self.config, use).values()) == {1.0}
 
     def fit_heat_to_score(self, scores: torch.Tensor, heat: torch.Tensor) -> None:
         """Where the image score sums fewer maps than the heat map: the linear map that gives the
@@ -301,7 +309,7 @@ class Inspector:
         mean and spread of the scores themselves. The threshold, a multiple of the good scores'
         spread above their mean, then marks as unusual a level of the heat map."""
         a0, b0 = self.config["map"].pop("heat_to_score", None) or (1.0, 0.0)  # `heat` is on it
-        if len(self.score_maps()) == len(self.maps_in_use()):
+        if self._heat_is_score():
             return
         peaks, s = heat.flatten(1).amax(1).double(), scores.double()
         a = float(s.std() / peaks.std()) if s.numel() > 1 and float(peaks.std()) > 1e-9 else 1.0

@@ -67,6 +67,7 @@ DEFAULTS = {
     "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
     "context_scale": None,    # the context segmenter's shrink factor; None: chosen from the image size
     "context_steps": CONTEXT_STEPS_PER_STEP,  # context-segmenter steps per VAE step
+    "context_heat_weight": 1.0,  # the context map's weight in the heat map (not in the image score)
     "views": True,            # statistics per view where good images come in clearly different shapes
     "maps": None,             # the maps summed (names as Inspector.available_maps); None: all the model has
     "part_type": "general",   # which maps suit the product (maps.PART_TYPES); explicit keys override it
@@ -445,6 +446,9 @@ def run(params: dict, ctx) -> dict:
     context_steps = int(p["context_steps"])
     if context and context_steps < 1:
         raise AppError(f"{context_steps} context steps per step is too few.", "Use 1 or more.")
+    if context and not float(p["context_heat_weight"]) > 0:
+        raise AppError(f"A context-map weight of {p['context_heat_weight']} would hide that map in the heat map.",
+                       "Use a weight above 0 (1 sums it like the other maps).")
     context_size = max(CONTEXT_MIN_BATCH, CONTEXT_PIXELS // (size // context_scale) ** 2)
     out = Path(p["out"])
     ckpt_dir = out / "checkpoint"
@@ -599,6 +603,8 @@ def run(params: dict, ctx) -> dict:
         apply_choice(insp, chosen)
     if context and len(insp.available_maps()) > 1:
         config["map"]["score_leaves_out"] = ["context"]  # see Inspector.score_maps
+        if float(p["context_heat_weight"]) != 1.0:
+            config["map"]["heat_weights"] = {"context": float(p["context_heat_weight"])}
     hold_scores, hold_heat = insp.score_tensor(hold_imgs, views=hold_views if edges else None)
     insp.fit_heat_to_score(hold_scores, hold_heat)
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
