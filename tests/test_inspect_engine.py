@@ -114,10 +114,10 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     with torch.inference_mode():
         parts = textured.scaled_parts(x)  # all maps: the whole VAE, the same encoder features
     assert torch.allclose(scores, (parts["features"] + parts["context_features"]).flatten(1).amax(1), atol=1e-4)
-    # Its heat map weighs the context map 3 (it outlines what the feature maps only texture).
-    assert textured.config["map"]["heat_weights"] == {"context": 3.0}
+    # Its heat map weighs the context map 2 (it outlines regions the feature maps mark in patches).
+    assert textured.config["map"]["heat_weights"] == {"context": 2.0}
     a, b = textured.config["map"]["heat_to_score"]
-    summed = parts["features"] + 3 * parts["context"] + parts["context_features"]
+    summed = parts["features"] + 2 * parts["context"] + parts["context_features"]
     assert torch.allclose(heat, summed * a + b, atol=1e-3)
     # Weighed 1, the same networks give the plain sum and the same image scores.
     plain = config(part_type="textured", context_heat_weight=1.0)

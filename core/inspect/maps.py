@@ -16,15 +16,16 @@ from __future__ import annotations
 # There the context segmenter is what localises large faint regions, and with twice its steps per
 # VAE step its map and the heat map improved (magnetic_tile, 10 CPU minutes, three seeds: pixel
 # AUROC 0.789-0.804 -> 0.804-0.829, image AUROC 0.914-0.941 -> 0.930-0.941; bench/README.md, session 29).
-# The context map outlines those regions where the feature maps mark only their texture, so a textured
-# heat map weighs it 3 (magnetic_tile, 10 minutes, seed 0: pixel AUROC 0.848 -> 0.868; the weight
-# chosen on half the test images, measured on the other; the image score does not use it).
+# The context map outlines those regions where the feature maps mark only patches of them, so a
+# textured heat map weighs it 2 (magnetic_tile, 10 minutes, seeds 0 and 1: pixel AUROC 0.848 -> 0.864,
+# 0.823 -> 0.838; 3 adds at most 0.004 more but blurs thin breaks and cracks twice as much;
+# bench/README.md, session 31). The image score does not use the context map.
 # "general" sums the VAE's map and features for the score, and the context map too for the heat map.
 PART_TYPES = {  # training parameters each sets
     "general": {},
     "patterned": {"context": False, "feature_stats": False},
     "textured": {"context": True, "feature_stats": True, "context_features": True, "context_steps": 4,
-                 "context_heat_weight": 3.0, "maps": ["features", "context", "context_features"]},
+                 "context_heat_weight": 2.0, "maps": ["features", "context", "context_features"]},
 }
 PART_TYPE_TEXT = {  # for the app and the command line's help
     "general": "most parts",
