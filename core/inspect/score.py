@@ -209,7 +209,8 @@ class Inspector:
                 raise KeyError("use")
             if len(config["map"].get("heat_to_score") or (0, 0)) != 2:
                 raise KeyError("heat_to_score")
-            if not all(k in parts and isinstance(w, (int, float)) and w > 0 for k, w in (config["map"].get("heat_weights") or {}).items()):
+            weights = config["map"].get("heat_weights") or {}
+            if not all(k in parts and isinstance(w, (int, float)) and w > 0 for k, w in weights.items()):
                 raise KeyError("heat_weights")
             tensors = {k: v for k, v in tensors.items()
                        if not k.startswith(("stats.", "features.", "context.", "context_features."))}
