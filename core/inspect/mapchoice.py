@@ -30,7 +30,7 @@ import torch
 
 from core.errors import AppError
 from core.inspect import store
-from core.inspect.maps import heat_weights, summed_maps
+from core.inspect.maps import heat_is_score, heat_weights, summed_maps
 from core.inspect.metrics import pixel_auroc, roc_auc
 from core.inspect.score import calibrate
 
@@ -96,8 +96,10 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
                        "Train it as a general or textured part type (a patterned one has the VAE's map "
                        "alone) to choose among them.")
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
-    scored = {s: summed_maps({**insp.config, "map": {**insp.config["map"], "use": list(s)}})[1] for s in subsets}
+    configs = {s: {**insp.config, "map": {**insp.config["map"], "use": list(s)}} for s in subsets}
+    scored = {s: summed_maps(configs[s])[1] for s in subsets}
     weights = {s: heat_weights(insp.config, s) for s in subsets}
+    score_is_heat = {s: heat_is_score(configs[s]) for s in subsets}
     size = x.shape[-1]
     step = max(1, int(round(size / PIXELS_PER_IMAGE ** 0.5)))
     image_scores = {s: [] for s in subsets}
@@ -110,8 +112,7 @@ def choose_maps(insp, x: torch.Tensor, labels, masks: np.ndarray | None = None, 
                                        None if views is None else views[i:i + insp.batch])
             for s in subsets:
                 total = sum(scaled[k] * weights[s][k] for k in s)
-                score_map = (total if len(scored[s]) == len(s) and set(weights[s].values()) == {1.0}
-                             else sum(scaled[k] for k in scored[s]))
+                score_map = total if score_is_heat[s] else sum(scaled[k] for k in scored[s])
                 image_scores[s].append(score_map.flatten(1).amax(1).cpu())
                 if masks is not None:
                     pixels[s].append(total[:, ::step, ::step].cpu().half())

@@ -52,6 +52,13 @@ def heat_weights(config: dict, maps) -> dict[str, float]:
     return {n: float(given.get(n, 1.0)) if len(maps) > 1 else 1.0 for n in maps}
 
 
+def heat_is_score(config: dict) -> bool:
+    """From a model's config alone: whether its image score is the maximum of its heat map itself
+    (the same maps, each weighed 1), so that no fit of one to the other is needed."""
+    use, scored = summed_maps(config)
+    return len(scored) == len(use) and set(heat_weights(config, use).values()) == {1.0}
+
+
 def available_maps(config: dict) -> list[str]:
     """From a model's config alone: every map it has (Inspector.available_maps), the ones a choice
     from labelled images picks among."""

@@ -18,7 +18,7 @@ from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
-from core.inspect.maps import heat_weights, summed_maps
+from core.inspect.maps import heat_is_score, heat_weights, summed_maps
 
 
 GOOD_CONFIDENCE = 0.99865  # one-sided, as mean + 3 sd of a normal distribution
@@ -293,16 +293,11 @@ class Inspector:
         weights = heat_weights(self.config, parts)
         heat = sum(m * weights[k] for k, m in parts.items())
         scored = self.score_maps()
-        if self._heat_is_score():
+        if heat_is_score(self.config):
             return heat, heat
         # The heat map on the score's scale, so that the threshold reads the same on both.
         a, b = self.config["map"].get("heat_to_score") or (1.0, 0.0)
         return heat * a + b, sum(parts[k] for k in scored)
-
-    def _heat_is_score(self) -> bool:
-        """Whether the image score is the maximum of the heat map itself (same maps, same weights)."""
-        use = self.maps_in_use()
-        return len(self.score_maps()) == len(use) and set(heat_weights(self.config, use).values()) == {1.0}
 
     def fit_heat_to_score(self, scores: torch.Tensor, heat: torch.Tensor) -> None:
         """Where the image score sums fewer maps than the heat map: the linear map that gives the
@@ -310,7 +305,7 @@ class Inspector:
         mean and spread of the scores themselves. The threshold, a multiple of the good scores'
         spread above their mean, then marks as unusual a level of the heat map."""
         a0, b0 = self.config["map"].pop("heat_to_score", None) or (1.0, 0.0)  # `heat` is on it
-        if self._heat_is_score():
+        if heat_is_score(self.config):
             return
         peaks, s = heat.flatten(1).amax(1).double(), scores.double()
         a = float(s.std() / peaks.std()) if s.numel() > 1 and float(peaks.std()) > 1e-9 else 1.0
