@@ -103,7 +103,7 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     assert textured.available_maps() == ["own", "features", "context", "context_features"]
     assert textured.maps_in_use() == ["features", "context", "context_features"]
     assert textured.score_maps() == ["features", "context_features"]
-    assert textured.config["context"]["steps_per_step"] == 4  # its segmenter localises: more of the budget
+    assert textured.config["context"]["steps_per_step"] == 16  # its segmenter localises: more of the budget
     crack = sorted((subset / "test" / "crack").iterdir())
     x = torch.from_numpy(np.stack(D.load_batch(crack, textured.prep)[0]))
     decoded = []
