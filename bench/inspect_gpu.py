@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     context = M.ContextSegmenter({"channels": 1}).to(dev)
     context_opt = torch.optim.Adam(context.parameters(), lr=1e-3)
     context_size = max(2, CONTEXT_PIXELS // (args.size * args.size))
-    amp = devices.autocast(dev)
+    amp, train_amp = devices.autocast(dev), devices.training_autocast(dev)  # as the inspector scores and trains
     scaler = torch.amp.GradScaler("cuda") if devices.amp_dtype(dev) == torch.float16 else None
     context_scaler = torch.amp.GradScaler("cuda") if scaler is not None else None
     p = {**DEFAULTS}
@@ -102,9 +102,9 @@ def main(argv=None) -> int:
         for step in range(args.steps):
             x_in, target, cx, ctarget = batches[step % len(batches)]
             clean = x_in  # throughput only: content does not change the cost
-            loss, _ = loss_terms(net, clean.to(dev), x_in.to(dev), target.to(dev), p, amp)
+            loss, _ = loss_terms(net, clean.to(dev), x_in.to(dev), target.to(dev), p, train_amp)
             optimise(loss, opt, scaler)
-            optimise(context_loss(context, cx.to(dev), ctarget.to(dev), amp), context_opt, context_scaler)
+            optimise(context_loss(context, cx.to(dev), ctarget.to(dev), train_amp), context_opt, context_scaler)
         sync()
         train_s = time.monotonic() - t0
         # Infer.

@@ -1,4 +1,5 @@
-"""Device and dtype choice for model work: CUDA when present (with mixed precision), CPU otherwise.
+"""Device and dtype choice for model work: CUDA when present (with mixed precision), CPU otherwise
+(training in bfloat16 where the CPU has it in hardware).
 
 CPU threads are set to the physical cores: hyper-threads and oversubscription slow small conv nets
 down several-fold. A CUDA out-of-memory error becomes an AppError with a hint instead of a crash.
@@ -97,6 +98,27 @@ def autocast(device):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX): there, oneDNN's bf16
+    convolutions are faster than float32 ones; elsewhere they are emulated and slower."""
+    import torch
+
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def training_autocast(device):
+    """The mixed precision of training steps: as autocast on CUDA; on a CPU with native bfloat16,
+    bfloat16 too (the weights and the optimiser stay float32). Scoring stays in float32 on the CPU,
+    so that a model scores the same on every CPU it is taken to. On an AVX-512 BF16 CPU a textured
+    inspector made 1.23-1.35x the steps in 10 minutes with the same AUROCs (bench/README.md, session 32)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cpu" and cpu_has_native_bf16():
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return autocast(device)
 
 
 def synchronize(device) -> None:

@@ -460,7 +460,8 @@ def run(params: dict, ctx) -> dict:
     patches_per_image = max(1, (size // p["patch"]) ** 2)
     steps_per_epoch = max(1, math.ceil(len(train_idx) * patches_per_image / batch))
     total_steps = int(p["steps"] or (p["epochs"] * steps_per_epoch if p["epochs"] else 0))
-    amp = devices.autocast(dev)
+    amp = devices.autocast(dev)  # scoring's precision: the fits after the loop, and their estimate
+    train_amp = devices.training_autocast(dev)
     fits_positions = bool(p["position_stats"] and not p["baseline"])
     fits_features = bool(p["feature_stats"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae")
     timed = bool(p["time_budget"])
@@ -511,10 +512,10 @@ def run(params: dict, ctx) -> dict:
             for group in opt.param_groups + (context[1].param_groups if context else []):
                 group["lr"] = lr  # cosine decay over the run (steps or wall clock)
             (clean, x_in, target, extra), rng_states = feeder.next()
-            loss, parts = loss_terms(net, clean, x_in, target, p, amp)
+            loss, parts = loss_terms(net, clean, x_in, target, p, train_amp)
             optimise(loss, opt, scaler)
             for cx, ctarget in extra:
-                closs = context_loss(context[0], cx, ctarget, amp)
+                closs = context_loss(context[0], cx, ctarget, train_amp)
                 optimise(closs, context[1], context_scaler)
             if extra:
                 parts["context"] = closs.detach()
