@@ -270,8 +270,10 @@ def speed_only(name, root: Path, context_features: bool = False, part_type: str 
                 insp.fit_combination(x[:16])
             if kind["maps"]:
                 apply_choice(insp, [m for m in insp.available_maps() if m in kind["maps"]])
-            if context is not None:
-                insp.config["map"]["score_leaves_out"] = ["context"]  # as training sets it
+            if context is not None:  # as training sets them
+                insp.config["map"]["score_leaves_out"] = ["context"]
+            if weights := {n: float(w) for n, w in kind["heat_weights"].items() if n in insp.maps_in_use()}:
+                insp.config["map"]["heat_weights"] = weights
         bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = compared_rates(insp, x)
         out[variant] = {"infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
                         "pipeline_vs_bare": round(pipe_vs_bare, 3), "infer_images_per_s_vae_only": round(vae, 2),

@@ -114,13 +114,14 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     with torch.inference_mode():
         parts = textured.scaled_parts(x)  # all maps: the whole VAE, the same encoder features
     assert torch.allclose(scores, (parts["features"] + parts["context_features"]).flatten(1).amax(1), atol=1e-4)
-    # Its heat map weighs the context map 2 (it outlines regions the feature maps mark in patches).
-    assert textured.config["map"]["heat_weights"] == {"context": 2.0}
+    # Its heat map weighs the context map 2 (it outlines regions the feature maps mark in patches)
+    # and the VAE features' map a half.
+    assert textured.config["map"]["heat_weights"] == {"features": 0.5, "context": 2.0}
     a, b = textured.config["map"]["heat_to_score"]
-    summed = parts["features"] + 2 * parts["context"] + parts["context_features"]
+    summed = 0.5 * parts["features"] + 2 * parts["context"] + parts["context_features"]
     assert torch.allclose(heat, summed * a + b, atol=1e-3)
     # Weighed 1, the same networks give the plain sum and the same image scores.
-    plain = config(part_type="textured", context_heat_weight=1.0)
+    plain = config(part_type="textured", heat_weights={})
     assert "heat_weights" not in plain.config["map"]
     with torch.inference_mode():
         plain_parts = plain.scaled_parts(x)
@@ -128,8 +129,12 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     a1, b1 = plain.config["map"]["heat_to_score"]
     assert torch.allclose(plain_heat, sum(plain_parts[k] for k in plain.maps_in_use()) * a1 + b1, atol=1e-3)
     assert torch.allclose(plain_scores, scores, atol=1e-4)
-    with pytest.raises(AppError, match="(?s)weight of 0.*above 0"):
-        config(part_type="textured", context_heat_weight=0)
+    with pytest.raises(AppError, match="(?s)weight of 0 would hide the context map.*above 0"):
+        config(part_type="textured", heat_weights={"context": 0})
+    with pytest.raises(AppError, match="must map anomaly maps to numbers"):
+        config(part_type="textured", heat_weights={"context": "2"})
+    with pytest.raises(AppError, match="foreign-region share of 0 is out of range"):
+        config(part_type="textured", context_foreign=0)
     # General (the default): the VAE's map and features score, the context map is in the heat map.
     general = config()
     assert general.config["training"]["part_type"] == "general"
@@ -288,11 +293,14 @@ def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
         (tmp_path / f"c4{n}" / "config.json").write_text(json.dumps(cfg))
         with pytest.raises(AppError, match="do not fit"):
             Inspector.load(tmp_path / f"c4{n}", "cpu")
-    # or a heat-map weight for a map it lacks, below zero, or not a number
-    for n, weights in enumerate(({"nosuch": 2.0}, {"context": -1.0}, {"context": "3"})):
+    # or a heat-map weight for a map it lacks, below zero, or not a number; or a map left out of
+    # the score that it lacks
+    bad = [{"heat_weights": w} for w in ({"nosuch": 2.0}, {"context": -1.0}, {"context": "3"}, {"context": True}, [2])]
+    bad += [{"score_leaves_out": left_out} for left_out in (["nosuch"], "context")]
+    for n, entry in enumerate(bad):
         shutil.copytree(out, tmp_path / f"c5{n}")
         cfg = json.loads((tmp_path / f"c5{n}" / "config.json").read_text())
-        cfg["map"]["heat_weights"] = weights
+        cfg["map"].update(entry)
         (tmp_path / f"c5{n}" / "config.json").write_text(json.dumps(cfg))
         with pytest.raises(AppError, match="do not fit"):
             Inspector.load(tmp_path / f"c5{n}", "cpu")

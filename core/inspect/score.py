@@ -210,8 +210,13 @@ class Inspector:
             if len(config["map"].get("heat_to_score") or (0, 0)) != 2:
                 raise KeyError("heat_to_score")
             weights = config["map"].get("heat_weights") or {}
-            if not all(k in parts and isinstance(w, (int, float)) and w > 0 for k, w in weights.items()):
+            if not isinstance(weights, dict) or not all(
+                    k in parts and isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+                    for k, w in weights.items()):
                 raise KeyError("heat_weights")
+            left_out = config["map"].get("score_leaves_out") or []
+            if not isinstance(left_out, list) or not set(left_out) <= parts:
+                raise KeyError("score_leaves_out")
             tensors = {k: v for k, v in tensors.items()
                        if not k.startswith(("stats.", "features.", "context.", "context_features."))}
             net.load_state_dict(tensors)

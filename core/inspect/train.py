@@ -67,7 +67,8 @@ DEFAULTS = {
     "context_features": False,  # and a map of how unusual its encoder's features are (textures, tiles)
     "context_scale": None,    # the context segmenter's shrink factor; None: chosen from the image size
     "context_steps": CONTEXT_STEPS_PER_STEP,  # context-segmenter steps per VAE step
-    "context_heat_weight": 1.0,  # the context map's weight in the heat map (not in the image score)
+    "heat_weights": {},       # map name -> its weight in the heat map (1 where unset; not in the image score)
+    "context_foreign": 0.5,   # share of the context segmenter's images with a foreign region (the rest: small defects)
     "views": True,            # statistics per view where good images come in clearly different shapes
     "maps": None,             # the maps summed (names as Inspector.available_maps); None: all the model has
     "part_type": "general",   # which maps suit the product (maps.PART_TYPES); explicit keys override it
@@ -126,17 +127,17 @@ class PatchSampler:
         return out
 
 
-def context_batch(whole: PatchSampler, n: int, g: torch.Generator):
-    """Whole good images (from a sampler whose patch is the whole image), half with foreign regions
-    and half with the small synthetic defects the VAE trains on (so the context map also answers
-    for those), and their target masks. Each image is first rolled by a few pixels: a small
-    misalignment (and the seam it leaves at an edge) is part of a good surface, not a foreign band."""
+def context_batch(whole: PatchSampler, n: int, g: torch.Generator, foreign: float = 0.5):
+    """Whole good images (from a sampler whose patch is the whole image), a share `foreign` with
+    foreign regions and the rest with the small synthetic defects the VAE trains on (so the context
+    map also answers for those), and their target masks. Each image is first rolled by a few pixels:
+    a small misalignment (and the seam it leaves at an edge) is part of a good surface, not a foreign band."""
     x = whole.sample(n)
     reach = max(1, x.shape[-1] // 16)
     for i in range(n):
         dy, dx = torch.randint(-reach, reach + 1, (2,), generator=g).tolist()
         x[i] = torch.roll(x[i], (dy, dx), dims=(-2, -1))
-    half = (n + 1) // 2
+    half = int(round(n * foreign))
     views = whole.last_views
     xa, ta = make_foreign_regions(x[:half], whole.images, g, pool_views=whole.views,
                                   views=views[:half] if views is not None else None)
@@ -446,9 +447,17 @@ def run(params: dict, ctx) -> dict:
     context_steps = int(p["context_steps"])
     if context and context_steps < 1:
         raise AppError(f"{context_steps} context steps per step is too few.", "Use 1 or more.")
-    if context and not float(p["context_heat_weight"]) > 0:
-        raise AppError(f"A context-map weight of {p['context_heat_weight']} would hide that map in the heat map.",
+    given = p["heat_weights"]
+    if not isinstance(given, dict) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) for w in given.values()):
+        raise AppError(f"Heat-map weights must map anomaly maps to numbers, not {given!r}.",
+                       'Give them as {"context": 2.0}, say.')
+    if hidden := sorted(name for name, w in given.items() if not w > 0):
+        raise AppError(f"A heat-map weight of {given[hidden[0]]} would hide the {hidden[0]} map in the heat map.",
                        "Use a weight above 0 (1 sums it like the other maps).")
+    if context and not 0.0 < float(p["context_foreign"]) <= 1.0:
+        raise AppError(f"A foreign-region share of {p['context_foreign']} is out of range.",
+                       "Use a share above 0 and at most 1 (0.5: half the context images).")
     context_size = max(CONTEXT_MIN_BATCH, CONTEXT_PIXELS // (size // context_scale) ** 2)
     out = Path(p["out"])
     ckpt_dir = out / "checkpoint"
@@ -484,7 +493,7 @@ def run(params: dict, ctx) -> dict:
             x_in, target = clean, torch.zeros(clean.shape[0], 1, *clean.shape[-2:])
         else:
             x_in, target = make_defects(clean, g, float(p["p_defect"]))
-        extra = [context_batch(whole_images, context_size, context[2])
+        extra = [context_batch(whole_images, context_size, context[2], float(p["context_foreign"]))
                  for _ in range(context_steps)] if context else []
         return clean, x_in, target, extra
 
@@ -604,8 +613,10 @@ def run(params: dict, ctx) -> dict:
         apply_choice(insp, chosen)
     if context and len(insp.available_maps()) > 1:
         config["map"]["score_leaves_out"] = ["context"]  # see Inspector.score_maps
-        if float(p["context_heat_weight"]) != 1.0:
-            config["map"]["heat_weights"] = {"context": float(p["context_heat_weight"])}
+    weights = {name: float(p["heat_weights"][name]) for name in insp.maps_in_use()
+               if float(p["heat_weights"].get(name, 1.0)) != 1.0}
+    if weights and len(insp.maps_in_use()) > 1:
+        config["map"]["heat_weights"] = weights  # see maps.heat_weights
     hold_scores, hold_heat = insp.score_tensor(hold_imgs, views=hold_views if edges else None)
     insp.fit_heat_to_score(hold_scores, hold_heat)
     labelled = [i for i in ds.test if ds.layout == "plain"]  # plain layout: user-labelled defects
