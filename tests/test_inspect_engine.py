@@ -133,6 +133,8 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
         config(part_type="textured", heat_weights={"context": 0})
     with pytest.raises(AppError, match="must map anomaly maps to numbers"):
         config(part_type="textured", heat_weights={"context": "2"})
+    with pytest.raises(AppError, match="Unknown anomaly map 'colour'"):
+        config(part_type="textured", heat_weights={"colour": 2.0})
     with pytest.raises(AppError, match="foreign-region share of 0 is out of range"):
         config(part_type="textured", context_foreign=0)
     # General (the default): the VAE's map and features score, the context map is in the heat map.

@@ -38,6 +38,7 @@ PART_TYPES = {  # training parameters each sets
                  "heat_weights": {"context": 2.0, "features": 0.5},
                  "maps": ["features", "context", "context_features"]},
 }
+MAP_NAMES = ("own", "features", "context", "context_features")  # every map a model can have, in order
 PART_TYPE_TEXT = {  # for the app and the command line's help
     "general": "most parts",
     "patterned": "the same layout on every part (circuit boards, labels, printed parts)",

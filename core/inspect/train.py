@@ -28,7 +28,7 @@ from core.inspect import data as D
 from core.inspect import model as M
 from core.inspect import store
 from core.inspect import views as V
-from core.inspect.maps import PART_TYPES
+from core.inspect.maps import MAP_NAMES, PART_TYPES
 from core.inspect.feeder import BatchFeeder
 from core.inspect.synth import make_defects, make_foreign_regions
 
@@ -452,6 +452,8 @@ def run(params: dict, ctx) -> dict:
             isinstance(w, (int, float)) and not isinstance(w, bool) for w in given.values()):
         raise AppError(f"Heat-map weights must map anomaly maps to numbers, not {given!r}.",
                        'Give them as {"context": 2.0}, say.')
+    if unknown := sorted(set(given) - set(MAP_NAMES)):
+        raise AppError(f"Unknown anomaly map '{unknown[0]}' in the heat-map weights.", f"Use {', '.join(MAP_NAMES)}.")
     if hidden := sorted(name for name, w in given.items() if not w > 0):
         raise AppError(f"A heat-map weight of {given[hidden[0]]} would hide the {hidden[0]} map in the heat map.",
                        "Use a weight above 0 (1 sums it like the other maps).")
