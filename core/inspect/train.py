@@ -615,8 +615,8 @@ def run(params: dict, ctx) -> dict:
         apply_choice(insp, chosen)
     if context and len(insp.available_maps()) > 1:
         config["map"]["score_leaves_out"] = ["context"]  # see Inspector.score_maps
-    weights = {name: float(p["heat_weights"][name]) for name in insp.maps_in_use()
-               if float(p["heat_weights"].get(name, 1.0)) != 1.0}
+    weights = {name: float(w) for name, w in p["heat_weights"].items()
+               if name in insp.maps_in_use() and float(w) != 1.0}
     if weights and len(insp.maps_in_use()) > 1:
         config["map"]["heat_weights"] = weights  # see maps.heat_weights
     hold_scores, hold_heat = insp.score_tensor(hold_imgs, views=hold_views if edges else None)
