@@ -59,22 +59,27 @@ def _train(params):
     return h.result
 
 
-def bare_forward(insp, vae_only=False):
-    """forward(batch, its views): the model's own computation (inference mode, same device): the
-    network, the context segmenter, and with feature statistics the stage features (of both) and
-    their Mahalanobis distances to each image's view's Gaussians (without the VAE's decoder where
-    the own map is not in use, as the pipeline runs it). The pipeline adds resizing, blurring,
-    normalising, combining and the image score to this. vae_only: the VAE's forward pass alone,
-    for the cost of the others."""
+def bare_forward(insp, vae_only=False, heat=False):
+    """forward(batch, its views): the model's own computation for an image score (heat: for the
+    heat map too), in inference mode on the same device: the network (without the VAE's decoder
+    where the own map is not in use, as the pipeline runs it), with feature statistics the stage
+    features (of both networks) and their Mahalanobis distances to each image's view's Gaussians,
+    and the context segmenter: for a score its encoder alone where its map is not in the score;
+    for a heat map the whole segmenter, over the image's mirror images too where the model
+    averages them (map.context_flips). The pipeline adds resizing, blurring, normalising,
+    combining and the image score to this. vae_only: the VAE's forward pass alone, for the cost
+    of the others."""
     net = insp.net
     gauss = None if vae_only else insp.features
     context = None if vae_only else insp.context
     context_gauss = None if vae_only else insp.context_features
+    maps = insp.maps_in_use() if heat else insp.score_maps()
+    own = vae_only or "own" in maps
+    decoded_context = context is not None and (heat or "context" in maps)
+    mirrored = heat and bool(insp.config["map"].get("context_flips"))
 
     def distances(gaussians, feats, vb):
         return [gaussians[v].distance(feats[vb == v], picked=True) for v in vb.unique().tolist()]
-
-    own = vae_only or "own" in insp.maps_in_use()
 
     def forward(xb, vb):
         if gauss is None:
@@ -85,29 +90,40 @@ def bare_forward(insp, vae_only=False):
             out = distances(gauss, net(xb, features=True, channels=insp.feature_channels())[4], vb)
         if context is None:
             return out
+        more = context(torch.cat([xb.flip(-1), xb.flip(-2), xb.flip((-2, -1))])) if mirrored else None
         if context_gauss is None:
-            return out, context(xb)
-        logits, feats = context(xb, features=True, channels=insp.feature_channels(context_gauss, context))
-        return out, logits, distances(context_gauss, feats, vb)
+            return out, context(xb), more
+        channels = insp.feature_channels(context_gauss, context)
+        if not decoded_context:
+            return out, distances(context_gauss, context.stage_features(xb, channels), vb)
+        logits, feats = context(xb, features=True, channels=channels)
+        return out, logits, more, distances(context_gauss, feats, vb)
 
     return forward
 
 
-def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 7):
-    """(bare forward, pipeline, VAE alone images/s, pipeline / bare, pipeline / VAE alone) on the
-    same batches of x (sorted by view, as the pipeline sorts it). Each batch goes through all three
-    in turn, the order rotating from batch to batch, so a slow spell of the shared cores falls on
-    all three alike: timed one after the other, whole passes apart, the same code's ratio ranged
-    from 0.67 to 1.09 on this 2-core machine (bench/README.md, twenty-ninth session). A round passes
-    over x until each of the three has run about `seconds`; rates and ratios are the medians of
+RATES = ("bare", "pipeline", "bare_heat", "pipeline_heat", "vae")
+
+
+def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 7) -> dict:
+    """Images/s of the bare forward and the pipeline, for scores alone and with heat maps, and of
+    the VAE alone, on the same batches of x (sorted by view, as the pipeline sorts it), with the
+    ratios pipeline / bare (scores, heat maps) and pipeline / VAE alone. Each batch goes through
+    all five in turn, the order rotating from batch to batch, so a slow spell of the shared cores
+    falls on all alike: timed one after the other, whole passes apart, the same code's ratio
+    ranged from 0.67 to 1.09 on this 2-core machine (bench/README.md, twenty-ninth session). A
+    round passes over x until each has run about `seconds`; rates and ratios are the medians of
     `rounds` rounds."""
     views = torch.zeros(x.shape[0], dtype=torch.long) if views is None else views
-    bare, vae = bare_forward(insp), bare_forward(insp, vae_only=True)
+    bare, bare_heat, vae = bare_forward(insp), bare_forward(insp, heat=True), bare_forward(insp, vae_only=True)
 
     def pipeline(xb, vb):
         return insp.score_tensor(xb, keep_maps=False, views=vb)
 
-    runs = (bare, pipeline, vae)
+    def pipeline_heat(xb, vb):
+        return insp.score_tensor(xb, keep_maps=True, views=vb)
+
+    runs = (bare, pipeline, bare_heat, pipeline_heat, vae)  # in the order of RATES
     batches = [(x[i:i + insp.batch].to(insp.device), views[i:i + insp.batch]) for i in range(0, x.shape[0], insp.batch)]
     rates = []
     with torch.inference_mode():
@@ -126,10 +142,15 @@ def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 7):
                     turn += 1
                     images += xb.shape[0]
             rates.append([images / t for t in spent])
-    rates = np.array(rates)  # rounds x (bare, pipeline, VAE)
-    median = lambda v: float(np.median(v))  # noqa: E731
-    return (median(rates[:, 0]), median(rates[:, 1]), median(rates[:, 2]), median(rates[:, 1] / rates[:, 0]),
-            median(rates[:, 1] / rates[:, 2]))
+    rates = np.array(rates)  # rounds x RATES
+    at = {name: k for k, name in enumerate(RATES)}
+    out = {f"infer_images_per_s_{'bare_forward' if n == 'bare' else n}": round(float(np.median(rates[:, at[n]])), 2)
+           for n in RATES}
+    out["infer_images_per_s_vae_only"] = out.pop("infer_images_per_s_vae")
+    for name, over in (("pipeline_vs_bare", ("pipeline", "bare")), ("pipeline_vs_bare_heat", ("pipeline_heat", "bare_heat")),
+                       ("pipeline_vs_vae_only", ("pipeline", "vae"))):
+        out[name] = round(float(np.median(rates[:, at[over[0]]] / rates[:, at[over[1]]])), 3)
+    return out
 
 
 def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=("ours", "baseline"),
@@ -161,7 +182,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
         if views is not None:
             order = torch.argsort(views, stable=True)
             x, views = x[order], views[order]
-        bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = compared_rates(insp, x, views)
+        rates = compared_rates(insp, x, views)
         out[variant] = {
             "image_auroc": ev["image_auroc"], "pixel_auroc": ev["pixel_auroc"], "aupro": ev["aupro"],
             "f1": ev["f1"], "f1_max": ev["f1_max"], "threshold": ev["threshold"], "pass_rate_good": ev["pass_rate_good"],
@@ -171,9 +192,7 @@ def run_set(name, root: Path, budget: float, seed: int, workdir: Path, variants=
             "train_images_per_s": res["train_images_per_s"], "train_wall_s": round(train_wall, 1),
             "after_loop": res.get("after_loop"),
             "infer_images_per_s_end_to_end": round(len(ev["_items"]) / (ev["load_seconds"] + ev["score_seconds"]), 2),
-            "infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
-            "pipeline_vs_bare": round(pipe_vs_bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
-            "pipeline_vs_vae_only": round(pipe_vs_vae, 3), "eval_wall_s": round(eval_wall, 1),
+            **rates, "eval_wall_s": round(eval_wall, 1),
             "image_size": s["image_size"], "views": insp.n_views,
         }
         print(f"  {variant}: {json.dumps({k: v for k, v in out[variant].items() if k != 'per_defect'})}",
@@ -236,7 +255,7 @@ def speed_only(name, root: Path, context_features: bool = False, part_type: str 
     from core.inspect.maps import PART_TYPES
     from core.inspect.mapchoice import apply_choice
     from core.inspect.score import Inspector
-    from core.inspect.train import DEFAULTS
+    from core.inspect.train import DEFAULTS, default_context_scale
 
     s = SETTINGS.get(name, {"image_size": 128, "patch": 64})
     kind = {**DEFAULTS, **PART_TYPES[part_type or s.get("part_type", "general")],
@@ -255,7 +274,8 @@ def speed_only(name, root: Path, context_features: bool = False, part_type: str 
         cfg.update({"preprocess": {"size": size, "channels": 1, "normalise": norm},
                     "calibration": {"threshold": 1.0, "scale": 1.0}})
         torch.manual_seed(0)
-        context = M.ContextSegmenter({"channels": 1}).eval() if variant == "ours" and kind["context"] else None
+        context = (M.ContextSegmenter({"channels": 1, "scale": default_context_scale(size)}).eval()
+                   if variant == "ours" and kind["context"] else None)
         if context is not None:
             cfg["context"] = {"arch": context.arch}
         insp = Inspector(M.build(arch).eval(), cfg, torch.device("cpu"), context=context)
@@ -274,13 +294,16 @@ def speed_only(name, root: Path, context_features: bool = False, part_type: str 
                 insp.config["map"]["score_leaves_out"] = ["context"]
             if weights := {n: float(w) for n, w in kind["heat_weights"].items() if n in insp.maps_in_use()}:
                 insp.config["map"]["heat_weights"] = weights
-        bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = compared_rates(insp, x)
-        out[variant] = {"infer_images_per_s_pipeline": round(pipe, 2), "infer_images_per_s_bare_forward": round(bare, 2),
-                        "pipeline_vs_bare": round(pipe_vs_bare, 3), "infer_images_per_s_vae_only": round(vae, 2),
-                        "pipeline_vs_vae_only": round(pipe_vs_vae, 3), "image_size": size,
-                        "maps": insp.available_maps()}
-        print(f"{name:14s} {variant:9s} pipeline {pipe:7.2f} img/s, bare forward {bare:7.2f} img/s, "
-              f"ratio {pipe_vs_bare:.3f}; VAE alone {vae:7.2f} img/s, ratio {pipe_vs_vae:.3f}", flush=True)
+            if context is not None:
+                insp.config["map"]["context_flips"] = bool(kind["context_flips"] and kind["flips"])
+        rates = compared_rates(insp, x)
+        out[variant] = {**rates, "image_size": size, "maps": insp.available_maps()}
+        r = rates
+        print(f"{name:14s} {variant:9s} pipeline {r['infer_images_per_s_pipeline']:7.2f} img/s, bare forward "
+              f"{r['infer_images_per_s_bare_forward']:7.2f} img/s, ratio {r['pipeline_vs_bare']:.3f}; with heat maps "
+              f"{r['infer_images_per_s_pipeline_heat']:7.2f} vs {r['infer_images_per_s_bare_heat']:7.2f}, ratio "
+              f"{r['pipeline_vs_bare_heat']:.3f}; VAE alone {r['infer_images_per_s_vae_only']:7.2f} img/s, "
+              f"ratio {r['pipeline_vs_vae_only']:.3f}", flush=True)
     return out
 
 
@@ -341,12 +364,13 @@ def main(argv=None) -> int:
                                     args.choose_maps)
     print()
     print(f"{'set':14s} {'model':9s} {'img AUROC':>9s} {'pix AUROC':>9s} {'AUPRO':>6s} {'F1':>6s} {'F1max':>6s} "
-          f"{'train img/s':>11s} {'infer img/s':>11s} {'pipe/bare':>9s} {'pipe/vae':>8s}")
+          f"{'train img/s':>11s} {'infer img/s':>11s} {'pipe/bare':>9s} {'with heat':>9s} {'pipe/vae':>8s}")
     for name, r in results.items():
         for variant, v in r.items():
             print(f"{name:14s} {variant:9s} {fmt(v['image_auroc']):>9s} {fmt(v['pixel_auroc']):>9s} "
                   f"{fmt(v['aupro']):>6s} {fmt(v['f1']):>6s} {fmt(v.get('f1_max')):>6s} {v['train_images_per_s']:11.2f} "
                   f"{v['infer_images_per_s_pipeline']:11.2f} {v['pipeline_vs_bare']:9.3f} "
+                  f"{v['pipeline_vs_bare_heat']:9.3f} "
                   f"{v['pipeline_vs_vae_only']:8.3f}")
         half = (r.get("ours") or {}).get("labelled_half")
         if half:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from core.errors import AppError, Cancelled
 from core.inspect import data as D
+from core.inspect import model as M
 from core.inspect import store, train
 from core.inspect.score import Inspector, calibrate, effective_threshold, normalised
 from core.jobs import JobRunner
@@ -120,6 +121,27 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     a, b = textured.config["map"]["heat_to_score"]
     summed = 0.5 * parts["features"] + 2 * parts["context"] + parts["context_features"]
     assert torch.allclose(heat, summed * a + b, atol=1e-3)
+    # Its context map is the mean of the segmenter's look at the image and its three mirror images.
+    assert textured.config["map"]["context_flips"] is True
+    with torch.inference_mode():
+        looks = [torch.sigmoid(textured.context(x.flip(d)).float()).flip(d) for d in ((), (-1,), (-2,), (-2, -1))]
+        mean_look = M.blur(sum(looks) / 4, textured.config["map"]["sigma"])[:, 0]
+        offset, spread = textured.config["map"]["combine"]["context"]
+        assert torch.allclose(parts["context"], (mean_look - offset) / spread, atol=1e-4)
+        assert not torch.allclose(looks[0], looks[1], atol=1e-3)  # each look differs
+    # Scores alone (no heat maps) run neither the context segmenter's decoder nor its mirror images.
+    decoded = []
+    hook = textured.context.out.register_forward_hook(lambda *_: decoded.append(1))
+    scores_alone, no_heat = textured.score_tensor(x, keep_maps=False)
+    hook.remove()
+    assert no_heat is None and not decoded and torch.allclose(scores_alone, scores, atol=1e-5)
+    # Without flips in training (a product with a handedness) the context map is a single look.
+    unflipped = config(part_type="textured", flips=False)
+    assert unflipped.config["map"]["context_flips"] is False
+    with torch.inference_mode():
+        one_look = M.blur(torch.sigmoid(unflipped.context(x).float()), unflipped.config["map"]["sigma"])[:, 0]
+        offset, spread = unflipped.config["map"]["combine"]["context"]
+        assert torch.allclose(unflipped.scaled_parts(x)["context"], (one_look - offset) / spread, atol=1e-4)
     # Weighed 1, the same networks give the plain sum and the same image scores.
     plain = config(part_type="textured", heat_weights={})
     assert "heat_weights" not in plain.config["map"]
@@ -299,6 +321,7 @@ def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
     # the score that it lacks
     bad = [{"heat_weights": w} for w in ({"nosuch": 2.0}, {"context": -1.0}, {"context": "3"}, {"context": True}, [2])]
     bad += [{"score_leaves_out": left_out} for left_out in (["nosuch"], "context")]
+    bad += [{"context_flips": "yes"}]
     for n, entry in enumerate(bad):
         shutil.copytree(out, tmp_path / f"c5{n}")
         cfg = json.loads((tmp_path / f"c5{n}" / "config.json").read_text())
@@ -818,22 +841,27 @@ def test_benchmark_compares_pipeline_and_bare_forward_over_repeated_passes(train
     insp = Inspector.load(trained[0], "cpu")
     arrays, _, _ = D.load_batch([i.path for i in D.scan(subset).test], insp.prep)
     x = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
-    calls, real = [], insp.score_tensor
+    calls, real = {False: [], True: []}, insp.score_tensor
 
     def counted(xb, keep_maps=True, views=None):
-        calls.append(xb.shape[0])
+        calls[keep_maps].append(xb.shape[0])
         return real(xb, keep_maps=keep_maps, views=views)
 
     insp.score_tensor = counted
-    bare, pipe, vae, pipe_vs_bare, pipe_vs_vae = bench.compared_rates(insp, x, seconds=0.3, rounds=3)
-    assert bare > 0 and pipe > 0 and vae > 0 and pipe_vs_bare > 0 and pipe_vs_vae > 0
-    # The pipeline scores one batch at a time (in turn with the bare forward): a warm-up, then
-    # whole passes over x, at least one per round.
+    rates = bench.compared_rates(insp, x, seconds=0.3, rounds=3)
+    assert set(rates) == {"infer_images_per_s_bare_forward", "infer_images_per_s_pipeline", "infer_images_per_s_bare_heat",
+                          "infer_images_per_s_pipeline_heat", "infer_images_per_s_vae_only", "pipeline_vs_bare",
+                          "pipeline_vs_bare_heat", "pipeline_vs_vae_only"}
+    assert all(v > 0 for v in rates.values())
+    # The pipeline scores one batch at a time (in turn with the bare forward), with heat maps and
+    # without: a warm-up, then whole passes over x, at least one per round.
     batches = math.ceil(x.shape[0] / insp.batch)
-    assert max(calls) <= insp.batch and (len(calls) - 1) % batches == 0 and len(calls) - 1 >= 3 * batches
-    assert sum(calls[1:]) == (len(calls) - 1) // batches * x.shape[0]
+    assert calls[False] == calls[True]
+    sizes = calls[False]
+    assert max(sizes) <= insp.batch and (len(sizes) - 1) % batches == 0 and len(sizes) - 1 >= 3 * batches
+    assert sum(sizes[1:]) == (len(sizes) - 1) // batches * x.shape[0]
     # Each round lasted about 0.3 s of pipeline time (the pipeline's share of it, at its median rate).
-    assert sum(calls[1:]) / pipe >= 3 * 0.3 * 0.5
+    assert sum(sizes[1:]) / rates["infer_images_per_s_pipeline"] >= 3 * 0.3 * 0.5
 
 
 def test_feature_statistics_comparison_runs_on_a_trained_model(trained, subset):

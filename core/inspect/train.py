@@ -69,6 +69,7 @@ DEFAULTS = {
     "context_steps": CONTEXT_STEPS_PER_STEP,  # context-segmenter steps per VAE step
     "heat_weights": {},       # map name -> its weight in the heat map (1 where unset; not in the image score)
     "context_foreign": 0.5,   # share of the context segmenter's images with a foreign region (the rest: small defects)
+    "context_flips": False,   # heat map: the context map averaged over the image's mirror images (where flips are on)
     "views": True,            # statistics per view where good images come in clearly different shapes
     "maps": None,             # the maps summed (names as Inspector.available_maps); None: all the model has
     "part_type": "general",   # which maps suit the product (maps.PART_TYPES); explicit keys override it
@@ -125,6 +126,14 @@ class PatchSampler:
             k = int(torch.randint(0, 4, (1,), generator=g))
             out = torch.rot90(out, k, dims=(-2, -1))
         return out
+
+
+def default_context_scale(size: int) -> int:
+    """The context segmenter's shrink factor for images of this size: half resolution where the
+    image allows it, 4x cheaper steps (magnetic_tile, 10 minutes on 2 cores: pixel AUROC 0.653 ->
+    0.779; bench/README.md). Sizes are multiples of 16 and the half-resolution net needs 32, so
+    every size suits one of the two."""
+    return 2 if size >= 128 and size % 32 == 0 else 1
 
 
 def context_batch(whole: PatchSampler, n: int, g: torch.Generator, foreign: float = 0.5):
@@ -263,12 +272,13 @@ def load_checkpoint(folder: Path, net, opt, g, p, context=None):
 @torch.inference_mode()
 def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, n_hold: int,
                         n_labelled: int, context=None, context_features: bool = False,
-                        view_sizes: list[int] | None = None) -> float:
+                        view_sizes: list[int] | None = None, context_passes: int = 1) -> float:
     """Seconds the work after the training loop will take, from timing the network on a few whole
     images: the position statistics (POSITION_IMAGES of each view), the feature stages over every training
     image (the VAE encoder's, and the context segmenter's with context_features), the Gaussians' sums
     (per view: view_sizes, the training images of each) and the maps of the held-out ones (feature
-    statistics), the held-out and labelled images' scores."""
+    statistics), the held-out and labelled images' scores. context_passes: the context segmenter's
+    passes per heat map (4 with its mirror images)."""
     view_sizes = view_sizes or [images.shape[0]]
     from core.inspect import feature_stats as FS
     from core.inspect.score import FIT_GROUP, inference_batch
@@ -297,7 +307,7 @@ def _after_loop_seconds(net, images, dev, amp, positions: bool, features: bool, 
     seconds = full * (maps + combined)
     if context is not None:
         context.eval()
-        seconds += per_image(context) * (n_hold + n_labelled + combined)
+        seconds += per_image(context) * (n_hold + n_labelled + combined) * context_passes
     sources = ([net] + ([context] if context is not None and context_features else [])) if features else []
     for source in sources:
         seconds += per_image(source.stage_features) * images.shape[0]
@@ -435,10 +445,7 @@ def run(params: dict, ctx) -> dict:
     context = None  # (network, optimiser, generator) of the context segmenter
     context_scale = 1
     if p["context"] and not p["baseline"] and arch.get("type", "spatial_vae") == "spatial_vae":
-        # Half resolution where the image allows it: 4x cheaper steps (magnetic_tile, 10 minutes on
-        # 2 cores: pixel AUROC 0.653 -> 0.779; bench/README.md). Sizes are multiples of 16 and the
-        # half-resolution net needs 32, so every size suits one of the two.
-        context_scale = int(p["context_scale"] or (2 if size >= 128 and size % 32 == 0 else 1))
+        context_scale = int(p["context_scale"] or default_context_scale(size))
         cnet = devices.conv_layout(M.ContextSegmenter({"channels": prep["channels"], "scale": context_scale}).to(dev),
                                    dev)
         # Its own random stream: the VAE trains on the same patches with or without it.
@@ -482,7 +489,8 @@ def run(params: dict, ctx) -> dict:
         after = _after_loop_seconds(net, train_imgs, dev, amp, fits_positions, fits_features,
                                     len(hold_idx), len(ds.test) if ds.layout == "plain" else 0,
                                     context[0] if context else None, bool(p["context_features"]),
-                                    [int((train_views == v).sum()) for v in range(len(edges) + 1)])
+                                    [int((train_views == v).sum()) for v in range(len(edges) + 1)],
+                                    4 if p["context_flips"] and prep["flips"] else 1)
         budget = max(0.0, budget - (time.monotonic() - job_start) - after)
         ctx.log(f"training for {budget:.0f} s of the {float(p['time_budget']):.0f} s budget; "
                 f"about {after:.0f} s are kept for fitting the statistics and calibrating")
@@ -569,7 +577,8 @@ def run(params: dict, ctx) -> dict:
         "preprocess": prep,
         "map": {"mode": "recon" if (p["baseline"] or arch.get("type") == "textbook_vae" or not arch.get("seg_head"))
                 else "seg", "sigma": 0.0 if p["baseline"] else float(p["map_sigma"]),
-                "score": "max" if p["baseline"] else p["score"]},
+                "score": "max" if p["baseline"] else p["score"],
+                "context_flips": bool(context and p["context_flips"] and prep["flips"])},
         "training": {"steps": step, "seconds": round(train_seconds, 1), "images": len(train_idx),
                      "holdout_images": len(hold_idx), "holdout": float(p["holdout"]), "skipped": len(skipped),
                      "seed": int(p["seed"]), "part_type": p["part_type"],
