@@ -781,6 +781,13 @@ def test_cli_errors_are_two_lines_and_exit_2(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+def test_cli_run_refuses_an_empty_path(trained, tmp_path):
+    # An empty argument would be the current folder, and everything under it inspected.
+    r = _cli("run", trained[0], "", "--heatmaps", tmp_path / "heat")
+    assert r.returncode == 2 and "An empty path was given" in r.stderr
+    assert not (tmp_path / "heat").exists()
+
+
 def test_gpu_script_runs_on_cpu():
     r = subprocess.run([sys.executable, "bench/inspect_gpu.py", "--steps", "2", "--size", "64", "--batch", "2",
                         "--device", "cpu", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)

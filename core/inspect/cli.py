@@ -153,6 +153,10 @@ def _run_job(fn, params, kind, title, project):
 def _expand(paths) -> list[Path]:
     from core.inspect.data import IMAGE_SUFFIXES
 
+    if any(not str(p).strip() for p in paths):
+        # Path("") is the current folder: a script's unset variable would inspect everything under it.
+        raise AppError("An empty path was given among the images to inspect.",
+                       "Check the command line (an unset variable in a script gives an empty path).")
     out = []
     for p in map(Path, paths):
         if p.is_dir():
