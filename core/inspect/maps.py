@@ -32,9 +32,9 @@ from __future__ import annotations
 # bench/README.md, session 33).
 # Its context map is the mean of the segmenter's look at the image and at its three mirror images
 # (where training flips the parts, as it does by default): offline on eight saved models the heat
-# map's pixel AUROC rose on every one (mean 0.878 -> 0.889), and a 10-minute run reached 0.901
-# (bench/README.md, session 34). The mirror images cost three more passes of the segmenter for each
-# heat map; scores alone do not need them.
+# map's pixel AUROC rose on every one (mean 0.878 -> 0.889); 10-minute runs, seeds 0, 3, 1: 0.890,
+# 0.877, 0.871 -> 0.901, 0.891, 0.877 (bench/README.md, session 34). The mirror images cost three
+# more passes of the segmenter for each heat map; scores alone do not need them.
 # "general" sums the VAE's map and features for the score, and the context map too for the heat map.
 PART_TYPES = {  # training parameters each sets
     "general": {},
