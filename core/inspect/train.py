@@ -451,6 +451,7 @@ def run(params: dict, ctx) -> dict:
         # Its own random stream: the VAE trains on the same patches with or without it.
         context_g = torch.Generator().manual_seed(int(p["seed"]) + 2)
         context = (cnet, torch.optim.Adam(cnet.parameters(), lr=float(p["lr"])), context_g)
+    context_flips = bool(context and p["context_flips"] and prep["flips"])  # see Inspector._context_map
     context_steps = int(p["context_steps"])
     if context and context_steps < 1:
         raise AppError(f"{context_steps} context steps per step is too few.", "Use 1 or more.")
@@ -490,7 +491,7 @@ def run(params: dict, ctx) -> dict:
                                     len(hold_idx), len(ds.test) if ds.layout == "plain" else 0,
                                     context[0] if context else None, bool(p["context_features"]),
                                     [int((train_views == v).sum()) for v in range(len(edges) + 1)],
-                                    4 if p["context_flips"] and prep["flips"] else 1)
+                                    4 if context_flips else 1)
         budget = max(0.0, budget - (time.monotonic() - job_start) - after)
         ctx.log(f"training for {budget:.0f} s of the {float(p['time_budget']):.0f} s budget; "
                 f"about {after:.0f} s are kept for fitting the statistics and calibrating")
@@ -578,7 +579,7 @@ def run(params: dict, ctx) -> dict:
         "map": {"mode": "recon" if (p["baseline"] or arch.get("type") == "textbook_vae" or not arch.get("seg_head"))
                 else "seg", "sigma": 0.0 if p["baseline"] else float(p["map_sigma"]),
                 "score": "max" if p["baseline"] else p["score"],
-                "context_flips": bool(context and p["context_flips"] and prep["flips"])},
+                "context_flips": context_flips},
         "training": {"steps": step, "seconds": round(train_seconds, 1), "images": len(train_idx),
                      "holdout_images": len(hold_idx), "holdout": float(p["holdout"]), "skipped": len(skipped),
                      "seed": int(p["seed"]), "part_type": p["part_type"],
