@@ -88,8 +88,8 @@ def bare_forward(insp, vae_only=False, heat=False):
             out = distances(gauss, net.stage_features(xb, insp.feature_channels()), vb)
         else:
             out = distances(gauss, net(xb, features=True, channels=insp.feature_channels())[4], vb)
-        if context is None:
-            return out
+        if context is None or (context_gauss is None and not decoded_context):
+            return out  # the pipeline leaves out a segmenter whose map it does not sum
         more = context(torch.cat([xb.flip(-1), xb.flip(-2), xb.flip((-2, -1))])) if mirrored else None
         if context_gauss is None:
             return out, context(xb), more
@@ -102,7 +102,7 @@ def bare_forward(insp, vae_only=False, heat=False):
     return forward
 
 
-RATES = ("bare", "pipeline", "bare_heat", "pipeline_heat", "vae")
+RATES = ("bare_forward", "pipeline", "bare_heat", "pipeline_heat", "vae_only")  # infer_images_per_s_<name>
 
 
 def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 7) -> dict:
@@ -144,11 +144,10 @@ def compared_rates(insp, x, views=None, seconds: float = 2.0, rounds: int = 7) -
             rates.append([images / t for t in spent])
     rates = np.array(rates)  # rounds x RATES
     at = {name: k for k, name in enumerate(RATES)}
-    out = {f"infer_images_per_s_{'bare_forward' if n == 'bare' else n}": round(float(np.median(rates[:, at[n]])), 2)
-           for n in RATES}
-    out["infer_images_per_s_vae_only"] = out.pop("infer_images_per_s_vae")
-    for name, over in (("pipeline_vs_bare", ("pipeline", "bare")), ("pipeline_vs_bare_heat", ("pipeline_heat", "bare_heat")),
-                       ("pipeline_vs_vae_only", ("pipeline", "vae"))):
+    out = {f"infer_images_per_s_{n}": round(float(np.median(rates[:, at[n]])), 2) for n in RATES}
+    for name, over in (("pipeline_vs_bare", ("pipeline", "bare_forward")),
+                       ("pipeline_vs_bare_heat", ("pipeline_heat", "bare_heat")),
+                       ("pipeline_vs_vae_only", ("pipeline", "vae_only"))):
         out[name] = round(float(np.median(rates[:, at[over[0]]] / rates[:, at[over[1]]])), 3)
     return out
 
