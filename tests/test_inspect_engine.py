@@ -121,10 +121,10 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     a, b = textured.config["map"]["heat_to_score"]
     summed = 0.5 * parts["features"] + 2 * parts["context"] + parts["context_features"]
     assert torch.allclose(heat, summed * a + b, atol=1e-3)
-    # Its context map is the mean of the segmenter's look at the image and its three mirror images.
-    assert textured.config["map"]["context_flips"] is True
+    # Its context map is the mean of the segmenter's logits at the image and its three mirror images.
+    assert textured.config["map"]["context_flips"] is True and textured.config["map"]["context_logits"] is True
     with torch.inference_mode():
-        looks = [torch.sigmoid(textured.context(x.flip(d)).float()).flip(d) for d in ((), (-1,), (-2,), (-2, -1))]
+        looks = [textured.context(x.flip(d)).float().flip(d) for d in ((), (-1,), (-2,), (-2, -1))]
         mean_look = M.blur(sum(looks) / 4, textured.config["map"]["sigma"])[:, 0]
         offset, spread = textured.config["map"]["combine"]["context"]
         assert torch.allclose(parts["context"], (mean_look - offset) / spread, atol=1e-4)
@@ -139,7 +139,7 @@ def test_part_types_set_the_maps_and_explicit_settings_override_them(subset, tmp
     unflipped = config(part_type="textured", flips=False)
     assert unflipped.config["map"]["context_flips"] is False
     with torch.inference_mode():
-        one_look = M.blur(torch.sigmoid(unflipped.context(x).float()), unflipped.config["map"]["sigma"])[:, 0]
+        one_look = M.blur(unflipped.context(x).float(), unflipped.config["map"]["sigma"])[:, 0]
         offset, spread = unflipped.config["map"]["combine"]["context"]
         assert torch.allclose(unflipped.scaled_parts(x)["context"], (one_look - offset) / spread, atol=1e-4)
     # Weighed 1, the same networks give the plain sum and the same image scores.
@@ -321,7 +321,7 @@ def test_missing_or_tampered_model_files_are_refused(trained, tmp_path):
     # the score that it lacks
     bad = [{"heat_weights": w} for w in ({"nosuch": 2.0}, {"context": -1.0}, {"context": "3"}, {"context": True}, [2])]
     bad += [{"score_leaves_out": left_out} for left_out in (["nosuch"], "context")]
-    bad += [{"context_flips": "yes"}]
+    bad += [{"context_flips": "yes"}, {"context_logits": 1}]
     for n, entry in enumerate(bad):
         shutil.copytree(out, tmp_path / f"c5{n}")
         cfg = json.loads((tmp_path / f"c5{n}" / "config.json").read_text())
@@ -394,6 +394,7 @@ def test_trained_inspector_sums_its_four_maps_on_their_held_out_scales(trained, 
     x = torch.from_numpy(np.stack(D.load_batch(paths, cfg["preprocess"])[0]))
     with torch.inference_mode():
         fmap = full._feature_map(net.eval().stage_features(x), x.shape[-2:])
+        assert cfg["map"]["context_logits"] is False  # the general part type sums probabilities
         cmap = M.blur(torch.sigmoid(full.context(x)), cfg["map"]["sigma"])[:, 0]
         cfmap = full._feature_map(full.context.stage_features(x), x.shape[-2:], gaussians=full.context_features)
     # the image score sums the maps less the context segmenter's; the heat map sums all four, on

@@ -214,8 +214,9 @@ class Inspector:
                     k in parts and isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
                     for k, w in weights.items()):
                 raise KeyError("heat_weights")
-            if not isinstance(config["map"].get("context_flips", False), bool):
-                raise KeyError("context_flips")
+            for flag in ("context_flips", "context_logits"):
+                if not isinstance(config["map"].get(flag, False), bool):
+                    raise KeyError(flag)
             left_out = config["map"].get("score_leaves_out") or []
             if not isinstance(left_out, list) or not set(left_out) <= parts:
                 raise KeyError("score_leaves_out")
@@ -382,20 +383,28 @@ class Inspector:
         return {k: v for k, v in parts.items() if wanted(k)}
 
     def _context_map(self, x, logits) -> torch.Tensor:
-        """The context segmenter's probability of "foreign here", smoothed; with map.context_flips
-        the mean over the image and its three mirror images (each mirrored back). Good parts show
-        up mirrored (training flips them), so each mirror image is another fair look, and the
-        segmenter's errors differ from one to the next: on magnetic_tile the context map's pixel
-        AUROC rose from 0.825-0.872 to 0.851-0.894 over eight saved models, the heat map's from
-        0.850-0.887 to 0.864-0.898 (bench/README.md, thirty-fourth session)."""
-        prob = torch.sigmoid(logits.float())
+        """The context segmenter's probability of "foreign here" (with map.context_logits its
+        logit), smoothed; with map.context_flips the mean over the image and its three mirror images
+        (each mirrored back). Good parts show up mirrored (training flips them), so each mirror
+        image is another fair look, and the segmenter's errors differ from one to the next: on
+        magnetic_tile the context map's pixel AUROC rose from 0.825-0.872 to 0.851-0.894 over eight
+        saved models, the heat map's from 0.850-0.887 to 0.864-0.898 (bench/README.md,
+        thirty-fourth session). Averaged as logits, one look's confident "good" outweighs another's
+        hesitant "foreign", and the map keeps the spread that probabilities squeeze near 0 and 1:
+        textured heat maps ranked tiles' pixels better so (bench/README.md, thirty-fifth session)."""
+        as_logits = bool(self.config["map"].get("context_logits"))
+
+        def values(looks):
+            return looks.float() if as_logits else torch.sigmoid(looks.float())
+
+        amap = values(logits)
         if self.config["map"].get("context_flips"):
             n = x.shape[0]
             mirrored = torch.cat([x.flip(-1), x.flip(-2), x.flip((-2, -1))])
             with devices.autocast(self.device):
-                more = torch.sigmoid(self.context(mirrored).float())
-            prob = (prob + more[:n].flip(-1) + more[n:2 * n].flip(-2) + more[2 * n:].flip((-2, -1))) / 4
-        return M.blur(prob, float(self.config["map"].get("sigma", 0)))[:, 0]
+                more = values(self.context(mirrored))
+            amap = (amap + more[:n].flip(-1) + more[n:2 * n].flip(-2) + more[2 * n:].flip((-2, -1))) / 4
+        return M.blur(amap, float(self.config["map"].get("sigma", 0)))[:, 0]
 
     def _own_map(self, x, recon, seg, mode, views) -> torch.Tensor:
         """The VAE's map: its segmentation head (or squared error), smoothed, per-position normalised."""

@@ -70,6 +70,7 @@ DEFAULTS = {
     "heat_weights": {},       # map name -> its weight in the heat map (1 where unset; not in the image score)
     "context_foreign": 0.5,   # share of the context segmenter's images with a foreign region (the rest: small defects)
     "context_flips": False,   # heat map: the context map averaged over the image's mirror images (where flips are on)
+    "context_logits": False,  # heat map: the context map as the segmenter's logits, not probabilities
     "views": True,            # statistics per view where good images come in clearly different shapes
     "maps": None,             # the maps summed (names as Inspector.available_maps); None: all the model has
     "part_type": "general",   # which maps suit the product (maps.PART_TYPES); explicit keys override it
@@ -579,7 +580,7 @@ def run(params: dict, ctx) -> dict:
         "map": {"mode": "recon" if (p["baseline"] or arch.get("type") == "textbook_vae" or not arch.get("seg_head"))
                 else "seg", "sigma": 0.0 if p["baseline"] else float(p["map_sigma"]),
                 "score": "max" if p["baseline"] else p["score"],
-                "context_flips": context_flips},
+                "context_flips": context_flips, "context_logits": bool(context and p["context_logits"])},
         "training": {"steps": step, "seconds": round(train_seconds, 1), "images": len(train_idx),
                      "holdout_images": len(hold_idx), "holdout": float(p["holdout"]), "skipped": len(skipped),
                      "seed": int(p["seed"]), "part_type": p["part_type"],
