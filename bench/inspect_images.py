@@ -295,6 +295,7 @@ def speed_only(name, root: Path, context_features: bool = False, part_type: str 
                 insp.config["map"]["heat_weights"] = weights
             if context is not None:
                 insp.config["map"]["context_flips"] = bool(kind["context_flips"] and kind["flips"])
+                insp.config["map"]["context_logits"] = bool(kind["context_logits"])
         rates = compared_rates(insp, x)
         out[variant] = {**rates, "image_size": size, "maps": insp.available_maps()}
         r = rates

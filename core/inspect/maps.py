@@ -35,10 +35,10 @@ from __future__ import annotations
 # map's pixel AUROC rose on every one (mean 0.878 -> 0.889); 10-minute runs, seeds 0, 3, 1: 0.890,
 # 0.877, 0.871 -> 0.901, 0.891, 0.877 (bench/README.md, session 34). The mirror images cost three
 # more passes of the segmenter for each heat map; scores alone do not need them.
-# Its looks are averaged as logits, not probabilities: offline on four 10-minute models (seeds 0, 1, 3,
-# and seed 1 with another segmenter) the heat map's pixel AUROC rose from 0.892, 0.901, 0.910, 0.889 to
-# 0.907, 0.913, 0.922, 0.902, uneven bands, fray and blowholes gaining on every model; thin cracks lost
-# 0.01-0.04 of their own (bench/README.md, session 35).
+# Its looks are averaged as logits, not probabilities: offline on six 10-minute models (seeds 0-4, and
+# seed 1 with another segmenter) the heat map's pixel AUROC rose on every one, by 0.008-0.015 (mean
+# 0.897 -> 0.909), uneven bands, fray and blowholes gaining on every model; thin cracks lost 0.01-0.04
+# of their own (bench/README.md, session 35).
 # "general" sums the VAE's map and features for the score, and the context map too for the heat map.
 PART_TYPES = {  # training parameters each sets
     "general": {},
